@@ -1,0 +1,5 @@
+"""Preference data: the record type, loaders and the bundled offline benchmark."""
+
+from frft_ray.data.records import BadRecordError, LoadReport, PreferencePair
+
+__all__ = ["BadRecordError", "LoadReport", "PreferencePair"]

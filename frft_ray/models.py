@@ -1,0 +1,217 @@
+"""Build, load and save the policy, its frozen reference, the value head and the reward model.
+
+A model is named by `models.policy` / `models.reward`: `tiny` (built offline from a small GPT-2
+config and a byte-level BPE tokenizer trained on the run's own text), any HF hub name, or a local
+folder. Weights are read and written as safetensors only. A checkpoint folder carries the run
+config it was made with (`frft_config.yaml`) and a `meta.json` (kind, version, metrics).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from frft_ray.config import ModelsConfig, RunConfig, dump_config
+
+PAD, EOS = "<|pad|>", "<|endoftext|>"
+META_FILE, CONFIG_FILE, VALUE_HEAD_FILE = "meta.json", "frft_config.yaml", "value_head.safetensors"
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, model_max_length: int):
+    """A byte-level BPE tokenizer trained on `texts`, left-padded for generation."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=[PAD, EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=EOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        padding_side="left",
+        truncation_side="left",
+        model_max_length=model_max_length,
+    )
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:  # GPT-2 and many causal LMs ship without one
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    tok.truncation_side = "left"
+    return tok
+
+
+def _tiny_gpt2_config(tok, mcfg: ModelsConfig, **extra):
+    from transformers import GPT2Config
+
+    t = mcfg.tiny
+    return GPT2Config(
+        vocab_size=len(tok),
+        n_positions=t.n_positions,
+        n_layer=t.n_layer,
+        n_embd=t.n_embd,
+        n_head=t.n_head,
+        bos_token_id=tok.eos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        **extra,
+    )
+
+
+def build_policy(mcfg: ModelsConfig, tok, seed: int = 0):
+    """The policy: a fresh tiny GPT-2 for `tiny`, else an HF causal LM by name or path."""
+    from transformers import AutoModelForCausalLM, GPT2LMHeadModel
+
+    if mcfg.policy == "tiny":
+        torch.manual_seed(seed)
+        return GPT2LMHeadModel(_tiny_gpt2_config(tok, mcfg))
+    model = AutoModelForCausalLM.from_pretrained(
+        mcfg.policy, use_safetensors=True, trust_remote_code=mcfg.trust_remote_code
+    )
+    model.config.pad_token_id = tok.pad_token_id
+    return model
+
+
+def build_reward_model(mcfg: ModelsConfig, tok, seed: int = 0):
+    """The RM: a sequence classifier with one logit (the reward) read at the last real token."""
+    from transformers import AutoModelForSequenceClassification, GPT2ForSequenceClassification
+
+    if mcfg.reward == "tiny":
+        torch.manual_seed(seed + 1)
+        return GPT2ForSequenceClassification(_tiny_gpt2_config(tok, mcfg, num_labels=1))
+    model = AutoModelForSequenceClassification.from_pretrained(
+        mcfg.reward, num_labels=1, use_safetensors=True, trust_remote_code=mcfg.trust_remote_code
+    )
+    model.config.pad_token_id = tok.pad_token_id
+    return model
+
+
+def frozen_reference(policy):
+    """A frozen copy of the policy for the KL penalty."""
+    ref = copy.deepcopy(policy).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+class ValueHead(nn.Module):
+    """Per-token value estimate from the policy's last hidden state (shared trunk)."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.summary = nn.Linear(hidden_size, 1)
+        nn.init.normal_(self.summary.weight, std=1.0 / (hidden_size + 1))
+        nn.init.zeros_(self.summary.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.summary(hidden).squeeze(-1)
+
+
+def hidden_size(model) -> int:
+    cfg = model.config
+    return getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd")
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+@dataclass
+class Loaded:
+    model: object
+    tokenizer: object
+    meta: dict
+
+
+def save_checkpoint(path: str | Path, model, tok, cfg: RunConfig | None, meta: dict, value_head=None) -> Path:
+    """Write model + tokenizer (safetensors), the run config and meta.json into `path`."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    if value_head is not None:
+        save_file({k: v.contiguous() for k, v in value_head.state_dict().items()}, str(path / VALUE_HEAD_FILE))
+    if cfg is not None:
+        dump_config(cfg, path / CONFIG_FILE)
+    (path / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return path
+
+
+def read_meta(path: str | Path) -> dict:
+    f = Path(path) / META_FILE
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+def load_policy_checkpoint(path: str | Path, trust_remote_code: bool = False, with_value_head: bool = False):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=trust_remote_code)
+    tok = load_tokenizer(str(path), trust_remote_code)
+    out = Loaded(model, tok, read_meta(path))
+    if with_value_head:
+        vh = ValueHead(hidden_size(model))
+        if (path / VALUE_HEAD_FILE).exists():
+            vh.load_state_dict(load_file(str(path / VALUE_HEAD_FILE)))
+        out.meta["value_head"] = vh
+    return out
+
+
+def load_reward_checkpoint(path: str | Path, trust_remote_code: bool = False) -> Loaded:
+    from transformers import AutoModelForSequenceClassification
+
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"no reward-model checkpoint at {path} (config.json missing)")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code
+    ).eval()
+    tok = load_tokenizer(str(path), trust_remote_code)
+    model.config.pad_token_id = tok.pad_token_id
+    return Loaded(model, tok, read_meta(path))
+
+
+# ---------------------------------------------------------------- text <-> tensors
+
+
+def rm_inputs(tok, prompts: list[str], responses: list[str], max_length: int) -> dict:
+    """Tokenize prompt+response(+EOS) for the RM, left-padded and left-truncated (the response end is kept)."""
+    texts = [p + r + tok.eos_token for p, r in zip(prompts, responses)]
+    return tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+
+
+@torch.no_grad()
+def score(rm, tok, prompts: list[str], responses: list[str], max_length: int, batch_size: int = 64) -> torch.Tensor:
+    """RM reward for each (prompt, response); shape [n], float32."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"score: {len(prompts)} prompts but {len(responses)} responses")
+    was_training = rm.training
+    rm.eval()
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        enc = rm_inputs(tok, prompts[i : i + batch_size], responses[i : i + batch_size], max_length)
+        out.append(rm(**enc).logits.squeeze(-1).float())
+    rm.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
