@@ -130,6 +130,10 @@ class RewardConfig(Section):
     num_workers: int = Field(1, ge=1, description="Ray Train DDP workers")
     num_cpus_per_worker: float = Field(1.0, gt=0)
     heldout_pairs: int = Field(500, ge=10)
+    use_gpu: bool = False
+    refit_from: Literal["current", "initial"] = Field(
+        "current", description="refit continues the current RM (ours) or restarts from the initial RM"
+    )
 
 
 class PPOConfig(Section):
@@ -185,7 +189,9 @@ class ResourcesConfig(Section):
     num_cpus: int | None = Field(None, ge=1)
     object_store_memory_mb: int = Field(512, ge=80)
     temp_dir: str = "/tmp/frft_ray"
-    torch_threads: int | None = Field(None, ge=1)
+    torch_threads: int | None = Field(None, ge=1, description="torch threads in each actor (None: Ray's default)")
+    learner_num_cpus: float = Field(0.5, ge=0)
+    learner_num_gpus: float = Field(0.0, ge=0)
 
 
 class RunConfig(Section):
@@ -266,7 +272,7 @@ def _check_known_keys(data: dict, model: type[BaseModel], prefix: str = "") -> N
         field = model.model_fields.get(key)
         if field is None:
             allowed = ", ".join(sorted(model.model_fields))
-            raise ConfigError(f"unknown config key {prefix}{key!r}; allowed here: {allowed}")
+            raise ConfigError(f"unknown config key '{prefix}{key}'; allowed here: {allowed}")
         ann = field.annotation
         if isinstance(value, dict) and isinstance(ann, type) and issubclass(ann, BaseModel):
             _check_known_keys(value, ann, f"{prefix}{key}.")

@@ -1,0 +1,42 @@
+# make demo / make test / make bench: each builds .venv first if it is missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONSTRAINTS := constraints-cpu.txt
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
+export RAY_AUTH_MODE ?= disabled
+export RAY_TRAIN_HEALTH_CHECK_INTERVAL_S ?= 0.25
+export RAY_TRAIN_ENABLE_PREEMPTION_WATCHER ?= 0
+export RAY_TRAIN_ENABLE_PRINT_PATCH ?= 0
+export RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S ?= 1.0
+
+.PHONY: setup demo test test-fast test-jobs bench clean
+
+$(BIN)/frft-ray: pyproject.toml $(CONSTRAINTS)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[dev]'
+	touch $(BIN)/frft-ray
+
+setup: $(BIN)/frft-ray
+
+demo: setup
+	$(BIN)/frft-ray run
+
+# The whole suite. Tests that start their own Ray head (job submission) run in a separate
+# pytest process so they never share a machine-wide Ray with the session-scoped instance.
+test: setup
+	$(BIN)/python -m pytest -q -m "not jobs" --timeout=900
+	$(BIN)/python -m pytest -q -m "jobs" --timeout=900
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not jobs"
+
+bench: setup
+	$(BIN)/python benchmarks/serve_bench.py
+
+clean:
+	rm -rf runs .pytest_cache

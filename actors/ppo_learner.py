@@ -1,0 +1,131 @@
+"""PPO learner: policy + value head + frozen reference + the current RM; also runs SFT.
+
+It scores each rollout batch with the RM version it holds, runs the PPO epochs, and hands out
+versioned weights. Checkpoints hold policy, value head, optimizer and KL-controller state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ray
+
+from actors.common import setup_process
+
+LEARNER_STATE = "learner_state.pt"
+
+
+@ray.remote
+class PPOLearnerActor:
+    def __init__(self, cfg: dict, policy_path: str, torch_threads: int | None, seed: int):
+        setup_process(torch_threads)
+        import torch
+
+        from frft_ray.config import RunConfig
+
+        torch.manual_seed(seed)
+        self.cfg = RunConfig.model_validate(cfg)
+        self.seed = seed
+        self._load_policy(policy_path)
+        self.rm = self.rm_tok = None
+        self.rm_version = -1
+        self.version = 0
+
+    def _load_policy(self, path: str) -> None:
+        from frft_ray.algorithms.ppo import PPOLearner
+        from frft_ray.models import frozen_reference, load_policy_checkpoint
+
+        loaded = load_policy_checkpoint(path, self.cfg.models.trust_remote_code, with_value_head=True)
+        self.policy, self.tok = loaded.model, loaded.tokenizer
+        self.value_head = loaded.meta.pop("value_head")
+        self.ref = frozen_reference(self.policy)
+        self.learner = PPOLearner(self.policy, self.ref, self.value_head, self.tok, self.cfg.ppo)
+
+    # ------------------------------------------------------------ SFT
+    def sft(self, prompts: list[str], responses: list[str]) -> dict:
+        from frft_ray.algorithms.sft import train_sft
+
+        s = self.cfg.sft
+        metrics = train_sft(self.policy, self.tok, prompts, responses, epochs=s.epochs, lr=s.lr,
+                            batch_size=s.batch_size, max_length=self.cfg.models.max_length, seed=self.seed,
+                            progress=False)
+        # the reference for the KL penalty is the SFT policy
+        from frft_ray.algorithms.ppo import PPOLearner
+        from frft_ray.models import frozen_reference
+
+        self.ref = frozen_reference(self.policy)
+        self.learner = PPOLearner(self.policy, self.ref, self.value_head, self.tok, self.cfg.ppo)
+        return metrics
+
+    # ------------------------------------------------------------ reward model
+    def load_rm(self, path: str, version: int) -> int:
+        from frft_ray.models import load_reward_checkpoint
+
+        loaded = load_reward_checkpoint(path, self.cfg.models.trust_remote_code)
+        self.rm, self.rm_tok, self.rm_version = loaded.model, loaded.tokenizer, version
+        return version
+
+    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        from frft_ray.models import score
+
+        return score(self.rm, self.rm_tok, prompts, responses, self.cfg.models.max_length).tolist()
+
+    # ------------------------------------------------------------ PPO
+    def train_step(self, batch) -> dict:
+        import torch
+
+        if batch.policy_version != self.version:
+            raise ValueError(f"rollout batch from policy v{batch.policy_version}, learner is at v{self.version}")
+        scores = torch.tensor(self.score(batch.prompts, batch.responses))
+        stats = self.learner.step(batch, scores)
+        self.version += 1
+        stats["rm_version"] = self.rm_version
+        stats["policy_version"] = self.version
+        return stats
+
+    def get_weights(self) -> dict:
+        """The policy's state dict (CPU); its version is `self.version` (returned by train_step)."""
+        return {k: v.detach().cpu().clone() for k, v in self.policy.state_dict().items()}
+
+    def get_version(self) -> int:
+        return self.version
+
+    def rm_accuracy(self, pairs: list) -> dict:
+        from frft_ray.algorithms.bt import evaluate_rm
+
+        return evaluate_rm(self.rm, self.rm_tok, pairs, self.cfg.models.max_length, 64)
+
+    # ------------------------------------------------------------ checkpoints
+    def save(self, path: str, meta: dict) -> str:
+        import torch
+
+        from frft_ray.models import save_checkpoint
+
+        save_checkpoint(path, self.policy, self.tok, self.cfg, {**meta, "policy_version": self.version},
+                        value_head=self.value_head)
+        torch.save({"learner": self.learner.state_dict(), "version": self.version,
+                    "rng": torch.get_rng_state()}, Path(path) / LEARNER_STATE)
+        return path
+
+    def restore(self, path: str) -> int:
+        """Load policy, value head, optimizer, KL controller and RNG from a checkpoint folder."""
+        import torch
+
+        from frft_ray.models import load_policy_checkpoint
+
+        loaded = load_policy_checkpoint(path, self.cfg.models.trust_remote_code, with_value_head=True)
+        self.policy.load_state_dict(loaded.model.state_dict())
+        self.value_head.load_state_dict(loaded.meta["value_head"].state_dict())
+        state = torch.load(Path(path) / LEARNER_STATE, weights_only=False)
+        self.learner.load_state_dict(state["learner"])
+        torch.set_rng_state(state["rng"])
+        self.version = state["version"]
+        return self.version
+
+    def set_reference(self, path: str) -> None:
+        """The KL reference is the SFT policy, also after a resume."""
+        from frft_ray.algorithms.ppo import PPOLearner
+        from frft_ray.models import frozen_reference, load_policy_checkpoint
+
+        self.ref = frozen_reference(load_policy_checkpoint(path).model)
+        self.learner = PPOLearner(self.policy, self.ref, self.value_head, self.tok, self.cfg.ppo)

@@ -1,0 +1,85 @@
+"""A group of rollout workers with their own placement group, sized apart from the learner.
+
+The driver calls `generate(prompts)`: prompts are sharded contiguously across workers and the
+shards are gathered back in order, so N workers return exactly what one would, in the same order.
+"""
+
+from __future__ import annotations
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from actors.rollout import RolloutWorker
+
+
+class RolloutPool:
+    def __init__(self, policy_path: str, rollout_cfg, max_prompt_tokens: int, torch_threads: int | None, pad_id: int):
+        self.policy_path = policy_path
+        self.cfg = rollout_cfg
+        self.max_prompt_tokens = max_prompt_tokens
+        self.torch_threads = torch_threads
+        self.pad_id = pad_id
+        self.workers: list = []
+        self.pg = None
+        self.version = 0
+        self._weights_ref = None
+        self.resize(rollout_cfg.num_workers)
+
+    def _bundle(self) -> dict:
+        b = {"CPU": self.cfg.num_cpus}
+        if self.cfg.num_gpus:
+            b["GPU"] = self.cfg.num_gpus
+        return b
+
+    def resize(self, n: int) -> None:
+        """(Re)create the pool with n workers; new workers get the current weights version."""
+        if n < 1:
+            raise ValueError(f"rollout pool needs at least one worker, got {n}")
+        self.shutdown()
+        self.pg = placement_group([self._bundle()] * n, strategy="PACK", name="frft_rollout")
+        ray.get(self.pg.ready(), timeout=600)
+        self.workers = [
+            RolloutWorker.options(
+                num_cpus=self.cfg.num_cpus,
+                num_gpus=self.cfg.num_gpus,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i),
+            ).remote(self.policy_path, self.cfg.model_dump(), self.max_prompt_tokens, self.torch_threads, i)
+            for i in range(n)
+        ]
+        if self._weights_ref is not None:
+            ray.get([w.set_weights.remote(self._weights_ref, self.version) for w in self.workers])
+        else:
+            ray.get([w.get_version.remote() for w in self.workers])
+
+    @property
+    def size(self) -> int:
+        return len(self.workers)
+
+    def set_weights(self, state_dict_or_ref, version: int) -> None:
+        """One object in the store; every worker loads it; returns when all hold `version`."""
+        ref = state_dict_or_ref if isinstance(state_dict_or_ref, ray.ObjectRef) else ray.put(state_dict_or_ref)
+        got = ray.get([w.set_weights.remote(ref, version) for w in self.workers])
+        assert all(v == version for v in got), f"rollout workers report versions {got}, expected {version}"
+        self._weights_ref, self.version = ref, version
+
+    def generate(self, prompts: list[str], greedy: bool = False, seed: int | None = None):
+        from frft_ray.rollout import RolloutBatch
+
+        n = len(self.workers)
+        size = -(-len(prompts) // n)
+        shards = [prompts[i * size : (i + 1) * size] for i in range(n)]
+        refs = [
+            w.generate.remote(s, greedy, None if seed is None else seed + i)
+            for i, (w, s) in enumerate(zip(self.workers, shards))
+            if s
+        ]
+        return RolloutBatch.concat(ray.get(refs), self.pad_id)
+
+    def shutdown(self) -> None:
+        for w in self.workers:
+            ray.kill(w)
+        self.workers = []
+        if self.pg is not None:
+            remove_placement_group(self.pg)
+            self.pg = None

@@ -1,0 +1,192 @@
+"""`frft-ray run | sft | train-rm | eval | scale`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _setup_logging(run_dir: Path | None = None) -> None:
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    root = logging.getLogger("frft_ray")
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(run_dir / "run.log")
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+
+
+def _config_args(p) -> None:
+    p.add_argument("--config", default=None, help="YAML file or packaged name (demo, micro); default: demo")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set ppo.kl_coef=0.05 (repeatable)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run the whole FRFT loop (default: the offline demo)")
+    _config_args(p)
+    p.add_argument("--out", default=None, help="run folder (default: the config's out_dir)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run after its last complete iteration")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sft", help="supervised fine-tuning of the policy only; saves a policy checkpoint")
+    _config_args(p)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_sft)
+
+    p = sub.add_parser("train-rm", help="train a reward model on the configured data (Ray Train)")
+    _config_args(p)
+    p.add_argument("--out", required=True)
+    p.add_argument("--init", default=None, help="start from this RM checkpoint (default: a fresh model)")
+    p.set_defaults(func=cmd_train_rm)
+
+    p = sub.add_parser("eval", help="judge a run's policies (or one policy checkpoint) on held-out prompts")
+    _config_args(p)
+    p.add_argument("--run", default=None, help="run folder: re-evaluate its policies and rewrite summary.json")
+    p.add_argument("--policy", default=None, help="a policy checkpoint folder")
+    p.add_argument("--baseline", default=None, help="a second policy checkpoint to compare against")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("scale", help="ask a running driver to resize its rollout pool at the next iteration")
+    p.add_argument("run_dir")
+    p.add_argument("--rollout-workers", type=int, required=True)
+    p.set_defaults(func=cmd_scale)
+
+
+def cmd_run(args) -> int:
+    from frft_ray import driver
+    from frft_ray.config import load_config
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        saved = run_dir / "config.yaml"
+        if not saved.exists():
+            print(f"frft-ray: error: --resume {run_dir}: no config.yaml there (not a run folder)", file=sys.stderr)
+            return 2
+        # a resumed run finishes unless told again where to stop
+        cfg = load_config(saved, ["frft.stop_after=null", *args.overrides])
+    else:
+        cfg = load_config(args.config, args.overrides)
+        run_dir = Path(args.out or cfg.out_dir)
+    _setup_logging(run_dir)
+    driver.run(cfg, run_dir, resume=bool(args.resume))
+    return 0
+
+
+def cmd_sft(args) -> int:
+    import torch
+
+    from frft_ray.algorithms.sft import train_sft
+    from frft_ray.config import load_config
+    from frft_ray.models import build_policy, load_tokenizer, save_checkpoint, train_tokenizer
+    from frft_ray.run_data import prepare_run_data
+
+    cfg = load_config(args.config, args.overrides)
+    _setup_logging()
+    if cfg.resources.torch_threads:
+        torch.set_num_threads(cfg.resources.torch_threads)
+    data = prepare_run_data(cfg)
+    m = cfg.models
+    tok = (train_tokenizer(data.tokenizer_corpus(), m.tiny.vocab_size, m.max_length) if m.policy == "tiny"
+           else load_tokenizer(m.policy, m.trust_remote_code))
+    policy = build_policy(m, tok, cfg.seed)
+    s = cfg.sft
+    metrics = train_sft(policy, tok, data.sft_prompts, data.sft_responses, epochs=s.epochs, lr=s.lr,
+                        batch_size=s.batch_size, max_length=m.max_length, seed=cfg.seed, progress=True)
+    save_checkpoint(args.out, policy, tok, cfg, {"kind": "policy", "stage": "sft", **metrics})
+    print(json.dumps(metrics))
+    return 0
+
+
+def cmd_train_rm(args) -> int:
+    from frft_ray import phases
+    from frft_ray.config import load_config
+    from frft_ray.run_data import prepare_run_data
+
+    cfg = load_config(args.config, args.overrides)
+    _setup_logging()
+    out = Path(args.out).resolve()
+    started = phases.ray_init(cfg)
+    try:
+        data = prepare_run_data(cfg)
+        init = Path(args.init) if args.init else phases.build_base_checkpoints(cfg, data, out.parent / (out.name + "-base"))[1]
+        pairs = phases.initial_rm_pairs(cfg, data)
+        metrics = phases.fit_rm(cfg, init, out, pairs, data.heldout, epochs=cfg.reward.init_epochs, lr=cfg.reward.lr,
+                                version=0, storage=out.parent / "ray_train", extra_meta={"stage": "train-rm"})
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    print(json.dumps({"records": len(pairs), "heldout_accuracy": metrics.get("eval_accuracy"),
+                      "train_loss": metrics.get("train_loss"), "checkpoint": str(out)}))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from frft_ray import phases
+    from frft_ray.config import load_config
+    from frft_ray.evaluation import win_rate
+    from frft_ray.models import load_tokenizer
+    from frft_ray.run_data import prepare_run_data
+
+    if not (args.run or args.policy):
+        print("frft-ray: error: eval needs --run RUN_DIR or --policy CKPT", file=sys.stderr)
+        return 2
+    cfg = load_config(Path(args.run) / "config.yaml" if args.run else args.config, args.overrides)
+    _setup_logging()
+    started = phases.ray_init(cfg)
+    try:
+        data = prepare_run_data(cfg)
+        if args.run:
+            from frft_ray import driver
+            from frft_ray.tracking import read_latest
+
+            run_dir = Path(args.run).resolve()
+            latest = read_latest(run_dir)
+            if latest is None:
+                print(f"frft-ray: error: {run_dir} has no completed iteration", file=sys.stderr)
+                return 2
+            summary = driver._evaluate(cfg, run_dir, data, latest[1], t_start=__import__("time").time())
+            from frft_ray.summary import print_summary
+
+            print_summary(summary)
+            return 0
+        pad = load_tokenizer(args.policy).pad_token_id
+        prompts = data.eval_prompts[: cfg.eval.num_prompts]
+        a = phases.judge(cfg, data, Path(args.policy), prompts, phases.evaluate_policy(cfg, Path(args.policy), prompts, pad))
+        out = {"policy": args.policy, "mean_reward": sum(a) / len(a), "prompts": len(prompts)}
+        if args.baseline:
+            b = phases.judge(cfg, data, Path(args.policy), prompts,
+                             phases.evaluate_policy(cfg, Path(args.baseline), prompts, pad))
+            out.update(baseline_mean_reward=sum(b) / len(b), win_rate=win_rate(a, b))
+        print(json.dumps(out, indent=2))
+        return 0
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def cmd_scale(args) -> int:
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.yaml").exists():
+        print(f"frft-ray: error: {run_dir} is not a run folder (no config.yaml)", file=sys.stderr)
+        return 2
+    if args.rollout_workers < 1:
+        print("frft-ray: error: --rollout-workers must be >= 1", file=sys.stderr)
+        return 2
+    tmp = run_dir / "control.json.tmp"
+    tmp.write_text(json.dumps({"rollout_workers": args.rollout_workers}))
+    tmp.replace(run_dir / "control.json")
+    print(f"requested {args.rollout_workers} rollout worker(s); the driver applies it at the next iteration boundary")
+    return 0

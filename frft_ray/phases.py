@@ -1,0 +1,174 @@
+"""The phases the driver strings together. Each one says *what* happens; actors say *how*."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import ray
+
+from frft_ray.config import RunConfig
+from frft_ray.run_data import RunData
+
+log = logging.getLogger("frft_ray")
+
+
+def rel(run_dir: Path, path: Path) -> str:
+    return str(Path(path).relative_to(run_dir))
+
+
+# ---------------------------------------------------------------- base models, SFT, initial RM
+
+
+def build_base_checkpoints(cfg: RunConfig, data: RunData, ckpt_dir: Path) -> tuple[Path, Path]:
+    """Tokenizer + untrained (or pretrained) policy and RM, saved as the run's starting points."""
+    from frft_ray.models import build_policy, build_reward_model, load_tokenizer, save_checkpoint, train_tokenizer
+
+    m = cfg.models
+    if m.policy == "tiny" or m.reward == "tiny":
+        tok = train_tokenizer(data.tokenizer_corpus(), m.tiny.vocab_size, m.max_length)
+    else:
+        tok = load_tokenizer(m.policy, m.trust_remote_code)
+    policy_path, rm_path = ckpt_dir / "base_policy", ckpt_dir / "base_rm"
+    save_checkpoint(policy_path, build_policy(m, tok, cfg.seed), tok, cfg, {"kind": "policy", "stage": "base"})
+    rm_tok = tok if m.reward == "tiny" else load_tokenizer(m.reward, m.trust_remote_code)
+    save_checkpoint(rm_path, build_reward_model(m, rm_tok, cfg.seed), rm_tok, cfg, {"kind": "rm", "version": 0})
+    return policy_path, rm_path
+
+
+def fit_rm(cfg: RunConfig, init_path: Path, out_path: Path, pairs: list, heldout: list, *, epochs: float,
+           lr: float, version: int, storage: Path, extra_meta: dict) -> dict:
+    from actors.reward_trainer import fit_reward_model_ray
+
+    r = cfg.reward
+    return fit_reward_model_ray(
+        str(init_path), str(out_path), pairs, heldout, epochs=epochs, lr=lr, batch_size=r.batch_size,
+        margin=r.margin, max_length=cfg.models.max_length, num_workers=r.num_workers,
+        cpus_per_worker=r.num_cpus_per_worker, use_gpu=r.use_gpu, storage_path=str(storage),
+        seed=cfg.seed + version, torch_threads=cfg.resources.torch_threads,
+        meta={"kind": "rm", "version": version, **extra_meta},
+    )
+
+
+def initial_rm_pairs(cfg: RunConfig, data: RunData) -> list:
+    k = cfg.reward.init_records
+    if k == "all" or k >= len(data.pool):
+        return data.pool
+    rng = np.random.default_rng([cfg.seed, 17])
+    return [data.pool[i] for i in sorted(rng.choice(len(data.pool), size=k, replace=False))]
+
+
+# ---------------------------------------------------------------- filtering
+
+
+class PoolEmbeddingCache:
+    """Embeds the preference pool once per run (and once per dataset on disk, via the cache)."""
+
+    def __init__(self, cfg: RunConfig, pool: list):
+        self.cfg, self.pool, self._emb = cfg, pool, None
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        from actors.embedder import embed_texts_ray
+
+        f = self.cfg.filter
+        return embed_texts_ray(texts, f.embedding_model, f.embed_batch_size, f.num_embedders)
+
+    def pool_embeddings(self):
+        if self._emb is None:
+            from frft_ray.embedding import cached_pool_embeddings
+
+            self._emb = cached_pool_embeddings(self.pool, self.cfg.filter, self.embed)
+        return self._emb
+
+
+def select_for_refit(cfg: RunConfig, data: RunData, cache: PoolEmbeddingCache, mode: str, samples,
+                     seed: int):
+    """The pairs to refit on: filtered by similarity (frft) or a same-sized random draw (random-refit)."""
+    from frft_ray.filtering import select_pairs
+
+    f = cfg.filter
+    if mode == "random-refit":
+        rand_cfg = f.model_copy(update={"strategy": "random-k"})
+        return select_pairs(data.pool, None, None, None, rand_cfg, seed)
+    texts = samples.responses if f.embed == "response" else [p + r for p, r in zip(samples.prompts, samples.responses)]
+    gen_emb = cache.embed(texts)
+    gen_prompt_emb = cache.embed(samples.prompts) if f.strategy == "prompt_matched" else None
+    return select_pairs(data.pool, cache.pool_embeddings(), gen_emb, gen_prompt_emb, f, seed)
+
+
+# ---------------------------------------------------------------- measuring RMs and policies
+
+
+def onpolicy_pairs(data: RunData, samples_a, samples_b) -> list:
+    """Pairs of the policy's own samples on the same prompts, oriented by the gold reward (ties dropped)."""
+    from frft_ray.data.records import PreferencePair
+
+    if data.gold is None:
+        return []
+    ga = data.gold(samples_a.prompts, samples_a.responses)
+    gb = data.gold(samples_b.prompts, samples_b.responses)
+    pairs = []
+    for i, (p, a, b) in enumerate(zip(samples_a.prompts, samples_a.responses, samples_b.responses)):
+        if ga[i] == gb[i]:
+            continue
+        c, r = (a, b) if ga[i] > gb[i] else (b, a)
+        pairs.append(PreferencePair(id=f"onpolicy:{i}", prompt=p, chosen=c, rejected=r, source="policy"))
+    return pairs
+
+
+def evaluate_policy(cfg: RunConfig, policy_path: Path, prompts: list[str], pad_id: int) -> list[str]:
+    """Responses of a saved policy to the evaluation prompts, from a fresh rollout pool."""
+    from actors.rollout_pool import RolloutPool
+
+    pool = RolloutPool(str(policy_path), cfg.rollout, cfg.models.max_prompt_tokens, cfg.resources.torch_threads, pad_id)
+    try:
+        return pool.generate(prompts, greedy=cfg.eval.greedy, seed=cfg.seed + 991).responses
+    finally:
+        pool.shutdown()
+
+
+def judge(cfg: RunConfig, data: RunData, rm_path: Path, prompts: list[str], responses: list[str]) -> list[float]:
+    """The gold reward on the benchmark; otherwise the judge RM (the initial RM, trained on all data)."""
+    if data.gold is not None and cfg.eval.judge == "gold":
+        return list(data.gold(prompts, responses))
+    from frft_ray.models import load_reward_checkpoint, score
+
+    loaded = load_reward_checkpoint(rm_path, cfg.models.trust_remote_code)
+    return score(loaded.model, loaded.tokenizer, prompts, responses, cfg.models.max_length).tolist()
+
+
+# ---------------------------------------------------------------- rollout scaling on request
+
+
+def requested_rollout_workers(run_dir: Path) -> int | None:
+    """`frft-ray scale RUN_DIR --rollout-workers N` writes RUN_DIR/control.json; read at iteration boundaries."""
+    import json
+
+    f = run_dir / "control.json"
+    if not f.exists():
+        return None
+    try:
+        n = int(json.loads(f.read_text())["rollout_workers"])
+    except (ValueError, KeyError, TypeError) as e:
+        log.warning("ignoring %s: %s", f, e)
+        return None
+    return n if n >= 1 else None
+
+
+def ray_init(cfg: RunConfig) -> bool:
+    """Start (or join) Ray. Returns True when this call started it and should shut it down."""
+    if ray.is_initialized():
+        return False
+    from actors.common import OFFLINE_ENV
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    r = cfg.resources
+    env = {k: os.environ.get(k, v) for k, v in OFFLINE_ENV.items()}
+    if r.address:
+        ray.init(address=r.address, runtime_env={"env_vars": env}, log_to_driver=True)
+    else:
+        ray.init(address="local", num_cpus=r.num_cpus, include_dashboard=False, log_to_driver=False,
+                 object_store_memory=r.object_store_memory_mb * 2**20, _temp_dir=r.temp_dir)
+    return True

@@ -1,0 +1,68 @@
+"""The end-of-run summary: summary.json's content, the terminal table and report.png."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from frft_ray.config import RunConfig
+
+
+def build_summary(cfg: RunConfig, state: dict, prompts: list[str], judged: dict, wall_s: float) -> dict:
+    from frft_ray.evaluation import win_rate
+
+    arms = state["arms"]
+    gold = {name: float(np.mean(j["scores"])) for name, j in judged.items()}
+    summary: dict = {
+        "judge": "gold" if cfg.data.format == "benchmark" and cfg.eval.judge == "gold" else "rm",
+        "eval_prompts": len(prompts),
+        "gold_reward": gold,
+        "win_rate": {},
+        "rm_records": {},
+        "rm_accuracy": {},
+        "rm_score": {},
+        "timing_s": {k: round(v, 2) for k, v in state["timing"].items()} | {"total": round(wall_s, 2)},
+        "sft": state.get("sft", {}),
+        "initial_rm": state.get("rm0", {}),
+        "config": cfg.model_dump(mode="json"),
+    }
+    for arm, a in arms.items():
+        its = a["iterations"]
+        acc = [{"heldout": r.get("rm_heldout"), "on_policy": r.get("rm_on_policy")} for r in its]
+        if arm == "vanilla":
+            summary["rm_records"][arm] = int(its[0]["records"]) if its else 0
+            summary["rm_accuracy"][arm] = acc[-1] if acc else {}
+        else:
+            summary["rm_records"][arm] = [int(r["records"]) for r in its]
+            summary["rm_accuracy"][arm] = acc
+            summary.setdefault("selection", {})[arm] = [r.get("selection") for r in its]
+        summary["rm_score"][arm] = [s for r in its for s in r.get("scores", [])]
+    for arm in arms:
+        if arm != "vanilla" and "vanilla" in judged:
+            summary["win_rate"][f"{arm}_vs_vanilla"] = win_rate(judged[arm]["scores"], judged["vanilla"]["scores"])
+        if arm in judged:
+            summary["win_rate"][f"{arm}_vs_sft"] = win_rate(judged[arm]["scores"], judged["sft"]["scores"])
+    summary["samples"] = {name: j["responses"][:3] for name, j in judged.items()}
+    summary["eval_prompts_sample"] = prompts[:3]
+    return summary
+
+
+def print_summary(s: dict) -> None:
+    judge = s["judge"]
+    print(f"\n== frft-ray summary ({s['eval_prompts']} held-out prompts, judge: {judge}) ==")
+    print(f"{'policy':<14}{'mean ' + judge + ' reward':>20}{'RM records':>16}{'RM held-out acc':>18}{'RM on-policy acc':>18}")
+    for name, g in s["gold_reward"].items():
+        recs = s["rm_records"].get(name, "")
+        acc = s["rm_accuracy"].get(name, {})
+        if isinstance(acc, list):
+            acc = acc[-1] if acc else {}
+        if isinstance(recs, list):
+            recs = "+".join(str(r) for r in recs)
+        print(f"{name:<14}{g:>20.3f}{str(recs):>16}{_f(acc.get('heldout')):>18}{_f(acc.get('on_policy')):>18}")
+    for key, w in s["win_rate"].items():
+        lo, hi = w["ci95"]
+        print(f"win rate {key}: {w['estimate']:.3f} (95% CI {lo:.3f}-{hi:.3f})")
+    print("wall time per phase (s): " + ", ".join(f"{k}={v}" for k, v in s["timing_s"].items()))
+
+
+def _f(x) -> str:
+    return "-" if x is None else f"{x:.3f}"

@@ -1,0 +1,82 @@
+"""Run-folder bookkeeping: metrics (JSONL + TensorBoard), phase timers, the `latest` pointer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+
+log = logging.getLogger("frft_ray")
+
+PHASES = ("generate", "embed_filter", "rm_fit", "ppo", "sync")
+LATEST = "latest"
+STATE_FILE = "driver_state.json"
+
+
+class PhaseTimer:
+    """Accumulates wall seconds per phase; `with timer("ppo"): ...`."""
+
+    def __init__(self):
+        self.totals: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, phase: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.totals[phase] += time.perf_counter() - t0
+
+    def as_metrics(self) -> dict[str, float]:
+        return {f"timing/{k}": round(v, 3) for k, v in self.totals.items()}
+
+
+class MetricsLogger:
+    """Appends one JSON object per record to metrics.jsonl and mirrors numbers to TensorBoard."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "metrics.jsonl"
+        self._tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(run_dir / "tb"))
+        except Exception as e:  # TensorBoard is optional at run time; the JSONL is the record
+            log.warning("TensorBoard disabled: %s", e)
+
+    def log(self, record: dict, step: int | None = None, prefix: str = "") -> None:
+        record = {"time": round(time.time(), 3), **record}
+        with self.path.open("a") as f:
+            f.write(json.dumps(record, default=float) + "\n")
+        if self._tb is not None and step is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("time", "step"):
+                    self._tb.add_scalar(f"{prefix}{k}", v, step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def write_latest(run_dir: Path, ckpt_dir: Path, state: dict) -> None:
+    """Write the checkpoint's driver state, then the `latest` pointer last (atomically)."""
+    (ckpt_dir / STATE_FILE).write_text(json.dumps(state, indent=2, default=float))
+    tmp = run_dir / (LATEST + ".tmp")
+    tmp.write_text(str(ckpt_dir.relative_to(run_dir)) + "\n")
+    os.replace(tmp, run_dir / LATEST)
+
+
+def read_latest(run_dir: Path) -> tuple[Path, dict] | None:
+    """The last complete checkpoint folder and its driver state, or None for a fresh run."""
+    pointer = run_dir / LATEST
+    if not pointer.exists():
+        return None
+    ckpt = run_dir / pointer.read_text().strip()
+    state_file = ckpt / STATE_FILE
+    if not state_file.exists():
+        raise FileNotFoundError(f"{pointer} names {ckpt}, which has no {STATE_FILE}: the run folder is damaged")
+    return ckpt, json.loads(state_file.read_text())
