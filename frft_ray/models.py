@@ -199,7 +199,14 @@ def load_reward_checkpoint(path: str | Path, trust_remote_code: bool = False) ->
 def rm_inputs(tok, prompts: list[str], responses: list[str], max_length: int) -> dict:
     """Tokenize prompt+response(+EOS) for the RM, left-padded and left-truncated (the response end is kept)."""
     texts = [p + r + tok.eos_token for p, r in zip(prompts, responses)]
-    return tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+    enc = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+    enc["position_ids"] = position_ids_from_mask(enc["attention_mask"])
+    return enc
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that start at 0 on the first real token, so left padding leaves outputs unchanged."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 @torch.no_grad()

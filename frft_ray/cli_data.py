@@ -1,0 +1,85 @@
+"""`frft-ray data ...`: inspect preference data before a run.
+
+`data stats PATH --format F` streams the file through the same loader a run uses and prints what it
+kept, what it skipped by reason, and prompt/chosen/rejected lengths. Its --on-bad-record defaults to
+`skip` (unlike a run, whose data.on_bad_record defaults to `error`): a stats tool should report on a
+messy file, not stop at its first bad line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pydantic import ValidationError
+
+from frft_ray.config import ConfigError, DataConfig, FieldNames
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="inspect preference data")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    st = data_sub.add_parser(
+        "stats",
+        help="records kept, skipped by reason, and length statistics of a preference file",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    st.add_argument("path", help="data file (.jsonl, .jsonl.gz, .parquet) or, with --format hf, a dataset name")
+    st.add_argument("--format", required=True, choices=["hh-rlhf", "jsonl", "parquet", "hf"])
+    st.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    st.add_argument(
+        "--on-bad-record", choices=["error", "skip"], default="skip",
+        help="skip (default here): count bad records by reason; error: stop at the first with its line",
+    )
+    defaults = FieldNames()
+    st.add_argument("--prompt-field", default=defaults.prompt)
+    st.add_argument("--chosen-field", default=defaults.chosen)
+    st.add_argument("--rejected-field", default=defaults.rejected)
+    st.add_argument("--id-field", default=None)
+    st.add_argument("--source-field", default=None)
+    st.add_argument("--split", default="train", help="split for --format hf")
+    st.add_argument("--max-records", type=int, default=None, help="stop after this many good records")
+    st.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    st.set_defaults(func=stats_command)
+
+
+def _data_config(args: argparse.Namespace) -> DataConfig:
+    try:
+        return DataConfig(
+            format=args.format,
+            path=args.path,
+            split=args.split,
+            on_bad_record=args.on_bad_record,
+            max_records=args.max_records,
+            fields=FieldNames(
+                prompt=args.prompt_field, chosen=args.chosen_field, rejected=args.rejected_field,
+                id=args.id_field, source=args.source_field,
+            ),
+        )
+    except ValidationError as e:
+        raise ConfigError("; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())) from None
+
+
+def stats_command(args: argparse.Namespace) -> int:
+    from itertools import islice
+
+    from frft_ray.data.generic import check_file
+    from frft_ray.data.loading import iter_preferences
+    from frft_ray.data.records import LoadReport
+    from frft_ray.data.stats import compute_stats, format_stats
+
+    data = _data_config(args)
+    if data.format != "hf":
+        check_file(data.path)  # FileNotFoundError -> "frft-ray: error: ..." and exit 2, before any output
+    report = LoadReport(path=data.path)
+    pairs = islice(iter_preferences(data, report, progress=not args.no_progress), data.max_records)
+    stats = compute_stats(pairs, report)
+    stats["format"] = data.format
+    if args.json:
+        json.dump(stats, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(format_stats(stats))
+    return 0

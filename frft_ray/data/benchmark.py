@@ -1,0 +1,458 @@
+"""The bundled offline benchmark: a generated stand-in for a mixed-source preference set.
+
+Why it exists: FRFT's claim is about a pool whose labels come from several annotator pools with
+different biases, where only a minority of pairs resemble what the policy writes. Real sets
+(HH-RLHF) cannot be judged exactly, so this module generates one that can: every prompt asks about
+one of `TOPICS`, whose correct facts are known, and `gold_reward` scores any text against them.
+
+What it generates from a `BenchmarkConfig` (no data files; same config -> same output):
+- `sft`: demonstrations, mostly concise answers (some partly wrong) -- what the policy learns to write.
+- `pool`: preference pairs in four segments, each `source` = "<style>@<annotator pool>":
+  "concise@accurate" (15%, fine-grained concise pairs, labels follow gold 93% of the time),
+  "verbose@length" (35%, a pool that prefers the longer reply 85% of the time),
+  "refusal@safety" (20%, a pool that prefers the refusal 75% of the time),
+  "mixed@random" (30%, any styles, labels follow gold 60% of the time).
+- `eval_prompts`: prompts whose (topic, question template) combination appears in no training split.
+
+The gold formula is documented on `gold_breakdown` and in docs/benchmark.md.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+
+from frft_ray.config import BenchmarkConfig
+from frft_ray.data.benchmark_topics import (
+    CHATTER, CONCISE_LEADS, FILLERS, OPENERS, REFUSAL_KEYS, REFUSALS, RUDE, RUDE_KEYS, TEMPLATES, TOPICS,
+)
+from frft_ray.data.records import PreferencePair
+
+SOURCES: tuple[str, ...] = ("concise", "partial", "verbose", "refusal", "offtopic", "rude")
+"""Response styles (generation sources). Demo.source is one of these."""
+
+HELDOUT_TEMPLATES_PER_TOPIC = 2
+SFT_MIX = {"concise": 0.65, "partial": 0.22, "verbose": 0.08, "refusal": 0.05}
+
+# --- gold reward constants (see gold_breakdown) ---
+W_CORRECT, W_WRONG, W_NO_ANSWER = 1.0, 1.0, 1.0
+W_REFUSAL, W_RUDE, W_FILLER = 2.0, 2.5, 0.5
+LENGTH_FREE_WORDS, W_LENGTH = 30, 0.1
+W_GARBAGE, W_REPEAT = 3.0, 2.0
+EMPTY_REWARD = -3.0
+
+
+@dataclass(frozen=True)
+class Demo:
+    """One SFT demonstration: `response` continues `prompt`; `source` is its style."""
+
+    prompt: str
+    response: str
+    source: str
+
+
+@dataclass
+class Benchmark:
+    sft: list[Demo]
+    pool: list[PreferencePair]
+    eval_prompts: list[str]
+
+
+# ----------------------------------------------------------------------------------------------
+# Gold reward
+# ----------------------------------------------------------------------------------------------
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _build_index():
+    """Every recognisable phrase, keyed by its first word, longest first (leftmost-longest match)."""
+    entries: list[tuple[tuple[str, ...], str, int]] = []  # (words, kind, id)
+    fact_topic: list[int] = []  # fact id -> topic index
+    fact_correct: list[bool] = []
+    for ti, t in enumerate(TOPICS):
+        for phrase, correct in [(f, True) for f in t.facts] + [(w, False) for w in t.wrong]:
+            entries.append((tuple(_words(phrase)), "fact", len(fact_topic)))
+            fact_topic.append(ti)
+            fact_correct.append(correct)
+    for kind, phrases in (("filler", FILLERS), ("refusal", REFUSAL_KEYS), ("rude", RUDE_KEYS)):
+        entries += [(tuple(_words(p)), kind, i) for i, p in enumerate(phrases)]
+    index: dict[str, list[tuple[tuple[str, ...], str, int]]] = {}
+    for e in sorted(entries, key=lambda e: -len(e[0])):
+        index.setdefault(e[0][0], []).append(e)
+    return index, fact_topic, fact_correct
+
+
+_INDEX, _FACT_TOPIC, _FACT_CORRECT = _build_index()
+_CONNECTORS = "first then finally also and just"
+_VOCAB = frozenset(
+    _words(" ".join(
+        [p for t in TOPICS for p in (t.subject, *t.facts, *t.wrong)]
+        + [tpl for tpls in TEMPLATES.values() for tpl in tpls]
+        + list(OPENERS + CONCISE_LEADS + FILLERS + REFUSALS + RUDE + CHATTER)
+        + [_CONNECTORS, "human assistant"]
+    ))
+)
+_SUBJECTS = sorted(
+    ((" " + " ".join(_words(t.subject)) + " ", i) for i, t in enumerate(TOPICS)), key=lambda s: -len(s[0])
+)
+
+
+@lru_cache(maxsize=8192)
+def topic_of(prompt: str) -> int:
+    """Index into TOPICS of the topic the last Human turn of `prompt` asks about."""
+    last = prompt.rsplit("Human:", 1)[-1].split("Assistant:", 1)[0]
+    padded = " " + " ".join(_words(last)) + " "
+    for subject, i in _SUBJECTS:
+        if subject in padded:
+            return i
+    raise ValueError(f"gold reward: prompt names no benchmark topic: {prompt[-120:]!r}")
+
+
+def _match(words: list[str]) -> list[tuple[str, int]]:
+    found, i, n = [], 0, len(words)
+    while i < n:
+        for phrase, kind, pid in _INDEX.get(words[i], ()):
+            if tuple(words[i : i + len(phrase)]) == phrase:
+                found.append((kind, pid))
+                i += len(phrase)
+                break
+        else:
+            i += 1
+    return found
+
+
+_PART_NAMES = ("correct", "wrong", "no_answer", "refusal", "rude", "filler", "length", "garbage", "repetition")
+
+
+@lru_cache(maxsize=1 << 16)
+def _score(topic: int, response: str) -> tuple[float, ...]:
+    """Gold terms of `response` for TOPICS[topic], in _PART_NAMES order; () for an empty response."""
+    words = _words(response)
+    if not words:
+        return ()
+    correct, wrong, kinds, fillers = set(), set(), set(), 0
+    for kind, pid in _match(words):
+        if kind == "fact":
+            (correct if _FACT_TOPIC[pid] == topic and _FACT_CORRECT[pid] else wrong).add(pid)
+        elif kind == "filler":
+            fillers += 1
+        else:
+            kinds.add(kind)
+    n = len(words)
+    trigrams = list(zip(words, words[1:], words[2:]))
+    return (
+        W_CORRECT * len(correct),
+        -W_WRONG * len(wrong),
+        -W_NO_ANSWER * (not correct),
+        -W_REFUSAL * ("refusal" in kinds),
+        -W_RUDE * ("rude" in kinds),
+        -W_FILLER * fillers,
+        -W_LENGTH * max(0, n - LENGTH_FREE_WORDS),
+        -W_GARBAGE * len([w for w in words if w not in _VOCAB]) / n,
+        -W_REPEAT * (1 - len(set(trigrams)) / len(trigrams)) if trigrams else 0.0,
+    )
+
+
+def gold_breakdown(prompt: str, response: str) -> dict[str, float]:
+    """The gold reward of `response` to `prompt`, term by term (key "total" is the reward).
+
+    Words are lowercase runs of letters/digits; phrases match whole word sequences,
+    leftmost-longest, so a wrong fact that contains a correct one counts only as wrong.
+
+        total = 1.0 * C            C: distinct correct facts of the prompt's topic
+              - 1.0 * W            W: distinct wrong facts (this topic's wrong ones, any other topic's)
+              - 1.0 * [C == 0]     answers nothing
+              - 2.0 * [refusal]    any refusal key phrase
+              - 2.5 * [rude]       any rude key phrase
+              - 0.5 * F            F: filler sentences, every occurrence
+              - 0.1 * max(0, N - 30)                N: words
+              - 3.0 * (out-of-vocabulary words / N)  garbage
+              - 2.0 * (1 - distinct / all word trigrams)  repetition
+    An empty (or punctuation-only) response scores -3.0. Raises ValueError only when the prompt
+    names no benchmark topic, TypeError when the response is not a string.
+    """
+    if not isinstance(response, str):
+        raise TypeError(f"gold reward: response must be str, got {type(response).__name__}")
+    terms = _score(topic_of(prompt), response)
+    if not terms:
+        return {"empty": EMPTY_REWARD, "total": EMPTY_REWARD}
+    parts = dict(zip(_PART_NAMES, terms))
+    parts["total"] = round(sum(terms), 6)
+    return parts
+
+
+def gold_reward(prompt: str, response: str) -> float:
+    """Exact gold score of any response text to a benchmark prompt (formula: gold_breakdown)."""
+    if not isinstance(response, str):
+        raise TypeError(f"gold reward: response must be str, got {type(response).__name__}")
+    terms = _score(topic_of(prompt), response)
+    return round(sum(terms), 6) if terms else EMPTY_REWARD
+
+
+def gold_rewards(prompts: list[str], responses: list[str]) -> list[float]:
+    if len(prompts) != len(responses):
+        raise ValueError(f"gold_rewards: {len(prompts)} prompts but {len(responses)} responses")
+    return [gold_reward(p, r) for p, r in zip(prompts, responses)]
+
+
+def relabel_by_gold(pairs: list[PreferencePair]) -> list[PreferencePair]:
+    """Orient each pair so `chosen` has the higher gold reward; drop exact ties. Keeps id/source."""
+    out = []
+    for p in pairs:
+        gc, gr = gold_reward(p.prompt, p.chosen), gold_reward(p.prompt, p.rejected)
+        if gc > gr:
+            out.append(p)
+        elif gr > gc:
+            out.append(PreferencePair(p.id, p.prompt, p.rejected, p.chosen, p.source))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Response styles
+# ----------------------------------------------------------------------------------------------
+
+_PREFIX_FILLERS = tuple(f for f in FILLERS if f.endswith(","))
+_SENTENCE_FILLERS = tuple(f for f in FILLERS if not f.endswith(","))
+_BY_KIND = {k: [i for i, t in enumerate(TOPICS) if t.kind == k] for k in TEMPLATES}
+
+
+def _cap(s: str) -> str:
+    return s[:1].upper() + s[1:]
+
+
+def _join(rng: random.Random, clauses: list[str], kind: str) -> str:
+    """Clauses -> one short answer, in one of a few phrasings."""
+    if len(clauses) == 1:
+        return _cap(clauses[0]) + "."
+    form = rng.randrange(4)
+    if form == 0:
+        return ". ".join(_cap(c) for c in clauses) + "."
+    if form == 1:
+        return _cap(", ".join(clauses[:-1])) + " and " + clauses[-1] + "."
+    if kind == "about":
+        return _cap(clauses[0]) + ". Also, " + ", ".join(clauses[1:]) + "."
+    if form == 2:
+        return _cap(", then ".join(clauses)) + "."
+    middle = "".join(f" Then {c}." for c in clauses[1:-1])
+    return f"First, {clauses[0]}.{middle} Finally, {clauses[-1]}."
+
+
+def _pick_facts(rng: random.Random, ti: int, k: int) -> list[str]:
+    facts = TOPICS[ti].facts
+    return [facts[i] for i in sorted(rng.sample(range(len(facts)), k))]
+
+
+def _wrong_fact(rng: random.Random, ti: int) -> str:
+    if rng.random() < 0.6:
+        return rng.choice(TOPICS[ti].wrong)
+    other = rng.choice([j for j in _BY_KIND[TOPICS[ti].kind] if j != ti])
+    return rng.choice(TOPICS[other].facts)
+
+
+def _concise(rng, ti):
+    """1-4 correct facts (2-3 mostly), nothing else: what the SFT policy mostly learns to write."""
+    k = rng.choices((1, 2, 3, 4), (0.2, 0.35, 0.35, 0.1))[0]
+    return rng.choice(CONCISE_LEADS) + _join(rng, _pick_facts(rng, ti, k), TOPICS[ti].kind)
+
+
+def _partial(rng, ti):
+    """Concise, but 1-2 wrong facts (this topic's corruptions or another topic's steps) mixed in."""
+    clauses = _pick_facts(rng, ti, rng.choice((1, 2, 2, 3)))
+    for _ in range(2 if rng.random() < 0.25 else 1):
+        clauses.insert(rng.randrange(len(clauses) + 1), _wrong_fact(rng, ti))
+    return rng.choice(CONCISE_LEADS) + _join(rng, clauses, TOPICS[ti].kind)
+
+
+def _verbose(rng, ti):
+    """1-3 correct facts padded with 2-3 filler sentences or prefixes (about 20-40 words)."""
+    parts = [_cap(f) + "." for f in _pick_facts(rng, ti, rng.choice((1, 2, 2, 3)))]
+    fillers = rng.sample(FILLERS, rng.choice((2, 2, 3)))
+    prefixes = [f for f in fillers if f.endswith(",")]
+    for i, prefix in zip(rng.sample(range(len(parts)), min(len(prefixes), len(parts))), prefixes):
+        parts[i] = prefix + " " + parts[i][0].lower() + parts[i][1:]
+    for filler in fillers:
+        if not filler.endswith(","):
+            parts.insert(rng.randrange(len(parts) + 1), filler)
+    return " ".join(parts)
+
+
+def _refusal(rng, ti):
+    return " ".join(rng.sample(REFUSALS, rng.choice((1, 2))))
+
+
+def _offtopic(rng, ti):
+    """Chatter, or a concise answer to a different topic's question."""
+    if rng.random() < 0.5:
+        return " ".join(rng.sample(CHATTER, rng.choice((1, 2))))
+    other = rng.choice([j for j in range(len(TOPICS)) if j != ti])
+    return _join(rng, _pick_facts(rng, other, 2), TOPICS[other].kind)
+
+
+def _rude(rng, ti):
+    """An insult, often followed by 1-2 correct facts."""
+    text = rng.choice(RUDE)
+    if rng.random() < 0.6:
+        text += " Just " + _join(rng, _pick_facts(rng, ti, rng.choice((1, 2))), TOPICS[ti].kind).lower()
+    if rng.random() < 0.3:
+        text += " " + rng.choice([r for r in RUDE if r not in text])
+    return text
+
+
+_STYLE_FN = {"concise": _concise, "partial": _partial, "verbose": _verbose,
+             "refusal": _refusal, "offtopic": _offtopic, "rude": _rude}
+
+
+def respond(rng: random.Random, style: str, topic: int) -> str:
+    """One response of `style` to a question about TOPICS[topic], HH-RLHF style (leading space)."""
+    if style not in _STYLE_FN:
+        raise ValueError(f"unknown style {style!r}; styles are {', '.join(SOURCES)}")
+    return " " + _STYLE_FN[style](rng, topic)
+
+
+# ----------------------------------------------------------------------------------------------
+# Prompts, annotators, splits
+# ----------------------------------------------------------------------------------------------
+
+
+def _prompt(ti: int, template: int, opener: int) -> str:
+    t = TOPICS[ti]
+    return f"\n\nHuman: {OPENERS[opener]}{TEMPLATES[t.kind][template].format(x=t.subject)}\n\nAssistant:"
+
+
+def _rng(seed: int, stream: str) -> random.Random:
+    return random.Random(f"frft-benchmark:{seed}:{stream}")
+
+
+class _Prompts:
+    """Splits (topic, template) combinations into training and held-out sets for one seed."""
+
+    def __init__(self, seed: int):
+        rng = _rng(seed, "holdout")
+        self.heldout, self.train = [], []
+        for ti, t in enumerate(TOPICS):
+            n = len(TEMPLATES[t.kind])
+            held = set(rng.sample(range(n), HELDOUT_TEMPLATES_PER_TOPIC))
+            self.train.append([j for j in range(n) if j not in held])
+            self.heldout += [(ti, j) for j in sorted(held)]
+
+    def sample_train(self, rng: random.Random) -> tuple[int, str]:
+        ti = rng.randrange(len(TOPICS))
+        return ti, _prompt(ti, rng.choice(self.train[ti]), rng.randrange(len(OPENERS)))
+
+    def eval_prompts(self, n: int, rng: random.Random) -> list[str]:
+        every = [_prompt(ti, j, o) for ti, j in self.heldout for o in range(len(OPENERS))]
+        if n > len(every):
+            raise ValueError(f"data.benchmark.eval_prompts is {n}; the benchmark holds out at most {len(every)}")
+        return rng.sample(every, n)
+
+
+# Annotator pools: the probability each follows its own rule. "accurate" and "random" follow the
+# gold reward, "length" prefers the longer reply, "safety" prefers the refusal when one is present.
+ANNOTATORS: dict[str, float] = {"accurate": 0.93, "length": 0.85, "safety": 0.75, "random": 0.6}
+
+
+def _annotate(rng, pool, prompt, a, sa, b, sb) -> bool:
+    """True if annotator `pool` prefers a over b."""
+    if pool in ("accurate", "random"):
+        ka, kb = gold_reward(prompt, a), gold_reward(prompt, b)
+    elif pool == "length":
+        ka, kb = len(a.split()), len(b.split())
+    else:  # safety
+        ka, kb = sa == "refusal", sb == "refusal"
+    if ka == kb:
+        return rng.random() < 0.5
+    return (ka > kb) == (rng.random() < ANNOTATORS[pool])
+
+
+# (source, share of the pool, [(style a, style b, weight)])
+SEGMENTS: tuple[tuple[str, float, tuple[tuple[str, str, float], ...]], ...] = (
+    ("concise@accurate", 0.15, (("concise", "concise", 0.4), ("concise", "partial", 0.45),
+                                ("partial", "partial", 0.15))),
+    ("verbose@length", 0.35, (("verbose", "concise", 0.7), ("verbose", "partial", 0.15), ("verbose", "verbose", 0.15))),
+    ("refusal@safety", 0.20, (("refusal", "concise", 0.4), ("refusal", "verbose", 0.3), ("refusal", "partial", 0.15),
+                              ("refusal", "rude", 0.15))),
+    ("mixed@random", 0.30, tuple((a, b, 1.0) for i, a in enumerate(SOURCES) for b in SOURCES[i:])),
+)
+POLICY_LIKE_SOURCE = "concise@accurate"
+
+
+def _segment_counts(n: int) -> list[int]:
+    """Exact per-segment counts summing to n (largest remainder)."""
+    raw = [share * n for _, share, _ in SEGMENTS]
+    counts = [int(r) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: counts[i] - raw[i])[: n - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def _make_pair(rng, prompts, pid, source, mix) -> PreferencePair:
+    pool = source.split("@")[1]
+    styles, weights = [(a, b) for a, b, _ in mix], [w for *_, w in mix]
+    sa, sb = rng.choices(styles, weights)[0]
+    ti, prompt = prompts.sample_train(rng)
+    for _ in range(8):  # distinct texts; the accurate pool also needs a gold difference to judge
+        a, b = respond(rng, sa, ti), respond(rng, sb, ti)
+        if a != b and (pool != "accurate" or gold_reward(prompt, a) != gold_reward(prompt, b)):
+            break
+    if _annotate(rng, pool, prompt, a, sa, b, sb):
+        return PreferencePair(pid, prompt, a, b, source)
+    return PreferencePair(pid, prompt, b, a, source)
+
+
+def make_benchmark(cfg: BenchmarkConfig) -> Benchmark:
+    """Generate the SFT demos, the preference pool and the held-out eval prompts for `cfg`."""
+    prompts = _Prompts(cfg.seed)
+    rng = _rng(cfg.seed, "sft")
+    styles, weights = list(SFT_MIX), list(SFT_MIX.values())
+    sft = []
+    for _ in range(cfg.sft_size):
+        style = rng.choices(styles, weights)[0]
+        ti, prompt = prompts.sample_train(rng)
+        sft.append(Demo(prompt, respond(rng, style, ti), style))
+    rng = _rng(cfg.seed, "pool")
+    order = [s for s, c in zip(SEGMENTS, _segment_counts(cfg.pool_size)) for _ in range(c)]
+    rng.shuffle(order)
+    pool = [_make_pair(rng, prompts, f"bench{cfg.seed}-{i:06d}", src, mix) for i, (src, _, mix) in enumerate(order)]
+    return Benchmark(sft, pool, prompts.eval_prompts(cfg.eval_prompts, _rng(cfg.seed, "eval")))
+
+
+def style_samples(style: str, n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """n (training prompt, response) pairs of one style: for checking the gold reward per style."""
+    prompts, rng = _Prompts(seed), _rng(seed, f"style:{style}")
+    out = []
+    for _ in range(n):
+        ti, prompt = prompts.sample_train(rng)
+        out.append((prompt, respond(rng, style, ti)))
+    return out
+
+
+def describe(benchmark: Benchmark) -> dict:
+    """Counts by source, the policy-like share, and label agreement with gold per pool (ties excluded)."""
+    agree, ties = Counter(), Counter()
+    for p in benchmark.pool:
+        gc, gr = gold_reward(p.prompt, p.chosen), gold_reward(p.prompt, p.rejected)
+        ties[p.source] += gc == gr
+        agree[p.source] += gc > gr
+    by_source = Counter(p.source for p in benchmark.pool)
+    n_untied = {s: by_source[s] - ties[s] for s in by_source}
+    total_untied = sum(n_untied.values())
+    return {
+        "sft": len(benchmark.sft),
+        "pool": len(benchmark.pool),
+        "eval_prompts": len(benchmark.eval_prompts),
+        "topics": len(TOPICS),
+        "sft_by_source": dict(Counter(d.source for d in benchmark.sft)),
+        "pool_by_source": dict(by_source),
+        "policy_like_share": by_source[POLICY_LIKE_SOURCE] / max(1, len(benchmark.pool)),
+        "gold_agreement": sum(agree.values()) / max(1, total_untied),
+        "gold_agreement_by_pool": {s: agree[s] / max(1, n_untied[s]) for s in sorted(by_source)},
+        "gold_ties": sum(ties.values()),
+    }

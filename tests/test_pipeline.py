@@ -1,0 +1,99 @@
+"""The whole FRFT loop on Ray, end to end, on the micro config (real Ray, real tiny models)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from frft_ray.config import load_config
+
+RUNS = Path("/tmp/frft_test_runs")
+
+
+def _run(cfg, run_dir, resume=False):
+    from frft_ray import driver
+
+    return driver.run(cfg, run_dir, resume=resume)
+
+
+@pytest.fixture(scope="module")
+def micro_run(ray_local):
+    run_dir = RUNS / "micro"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cfg = load_config("micro")
+    summary = _run(cfg, run_dir)
+    return cfg, run_dir, summary
+
+
+@pytest.mark.slow
+def test_micro_run_writes_checkpoints_metrics_and_summary(micro_run):
+    cfg, run_dir, summary = micro_run
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk["gold_reward"].keys() >= {"sft", "vanilla", "frft"}
+    assert set(on_disk["win_rate"]["frft_vs_vanilla"]) >= {"estimate", "ci95"}
+    lo, hi = on_disk["win_rate"]["frft_vs_vanilla"]["ci95"]
+    assert 0 <= lo <= on_disk["win_rate"]["frft_vs_vanilla"]["estimate"] <= hi <= 1
+    assert len(on_disk["rm_records"]["frft"]) == cfg.frft.alpha
+    assert on_disk["timing_s"].keys() >= {"generate", "embed_filter", "rm_fit", "ppo", "sync"}
+    latest = (run_dir / "latest").read_text().strip()
+    assert latest == f"ckpt/frft-iter-{cfg.frft.alpha:03d}"
+    for arm in ("vanilla", "frft"):
+        for it in range(1, cfg.frft.alpha + 1):
+            d = run_dir / "ckpt" / f"{arm}-iter-{it:03d}"
+            assert (d / "policy" / "model.safetensors").exists() and (d / "policy" / "learner_state.pt").exists()
+            assert (d / "rm" / "model.safetensors").exists() and (d / "driver_state.json").exists()
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any("timing/ppo" in x for x in lines) and any("ppo/policy_loss" in x for x in lines)
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_rm_accuracy_above_chance(micro_run):
+    _, _, s = micro_run
+    assert s["initial_rm"]["heldout"] > 0.5
+    for acc in s["rm_accuracy"]["frft"]:
+        assert acc["heldout"] > 0.5
+
+
+@pytest.mark.slow
+def test_rm_score_of_policy_samples_rose_over_ppo(micro_run):
+    _, _, s = micro_run
+    scores = s["rm_score"]["vanilla"]  # one fixed RM, so scores are comparable across steps
+    k = max(1, len(scores) // 3)
+    assert sum(scores[-k:]) / k > sum(scores[:k]) / k
+
+
+@pytest.mark.slow
+def test_frft_selection_is_smaller_than_pool_and_respects_threshold_and_budget(micro_run):
+    cfg, _, s = micro_run
+    pool = cfg.data.benchmark.pool_size
+    for rec, sel in zip(s["rm_records"]["frft"], s["selection"]["frft"]):
+        assert 0 < rec <= cfg.filter.budget < pool
+        assert sel["count"] == rec
+        assert sel["min_score"] >= cfg.filter.threshold
+
+
+@pytest.mark.slow
+def test_resume_continues_from_iteration_two(ray_local):
+    run_dir = RUNS / "resume"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cfg = load_config("micro", ["frft.compare_vanilla=false", "frft.stop_after=1", "frft.steps_per_iteration=2"])
+    assert _run(cfg, run_dir) is None
+    assert (run_dir / "latest").read_text().strip() == "ckpt/frft-iter-001"
+    assert not (run_dir / "summary.json").exists()
+    state1 = json.loads((run_dir / "ckpt/frft-iter-001/driver_state.json").read_text())
+    resumed = load_config(run_dir / "config.yaml", ["frft.stop_after=null"])
+    summary = _run(resumed, run_dir, resume=True)
+    assert summary is not None and (run_dir / "summary.json").exists()
+    assert (run_dir / "latest").read_text().strip() == "ckpt/frft-iter-002"
+    iters = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    iter_records = [x["iteration"] for x in iters if x.get("arm") == "frft" and "records" in x]
+    assert iter_records == [1, 2]  # iteration 1 ran once, then 2: continued, not restarted
+    state2 = json.loads((run_dir / "ckpt/frft-iter-002/driver_state.json").read_text())
+    assert state2["arms"]["frft"]["iterations"][0] == state1["arms"]["frft"]["iterations"][0]
+    # the policy kept training: version after iteration 2 = 2 iterations x 2 steps
+    meta = json.loads((run_dir / "ckpt/frft-iter-002/policy/meta.json").read_text())
+    assert meta["policy_version"] == 4
+    # resuming a finished run says so and does nothing
+    assert _run(resumed, run_dir, resume=True) is None
