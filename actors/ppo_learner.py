@@ -32,14 +32,19 @@ class PPOLearnerActor:
         self.version = 0
 
     def _load_policy(self, path: str) -> None:
-        from frft_ray.algorithms.ppo import PPOLearner
         from frft_ray.models import frozen_reference, load_policy_checkpoint
 
         loaded = load_policy_checkpoint(path, self.cfg.models.trust_remote_code, with_value_head=True)
         self.policy, self.tok = loaded.model, loaded.tokenizer
         self.value_head = loaded.meta.pop("value_head")
         self.ref = frozen_reference(self.policy)
-        self.learner = PPOLearner(self.policy, self.ref, self.value_head, self.tok, self.cfg.ppo)
+        self.learner = self._make_learner()
+
+    def _make_learner(self):
+        from frft_ray.algorithms.ppo_learner import PPOLearner
+
+        return PPOLearner(self.policy, self.ref, self.value_head, self.tok, self.cfg.ppo,
+                          temperature=self.cfg.rollout.temperature, seed=self.seed)
 
     # ------------------------------------------------------------ SFT
     def sft(self, prompts: list[str], responses: list[str]) -> dict:
@@ -50,11 +55,10 @@ class PPOLearnerActor:
                             batch_size=s.batch_size, max_length=self.cfg.models.max_length, seed=self.seed,
                             progress=False)
         # the reference for the KL penalty is the SFT policy
-        from frft_ray.algorithms.ppo import PPOLearner
         from frft_ray.models import frozen_reference
 
         self.ref = frozen_reference(self.policy)
-        self.learner = PPOLearner(self.policy, self.ref, self.value_head, self.tok, self.cfg.ppo)
+        self.learner = self._make_learner()
         return metrics
 
     # ------------------------------------------------------------ reward model
@@ -124,8 +128,7 @@ class PPOLearnerActor:
 
     def set_reference(self, path: str) -> None:
         """The KL reference is the SFT policy, also after a resume."""
-        from frft_ray.algorithms.ppo import PPOLearner
         from frft_ray.models import frozen_reference, load_policy_checkpoint
 
         self.ref = frozen_reference(load_policy_checkpoint(path).model)
-        self.learner = PPOLearner(self.policy, self.ref, self.value_head, self.tok, self.cfg.ppo)
+        self.learner = self._make_learner()

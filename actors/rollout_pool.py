@@ -30,7 +30,7 @@ class RolloutPool:
         b = {"CPU": self.cfg.num_cpus}
         if self.cfg.num_gpus:
             b["GPU"] = self.cfg.num_gpus
-        return b
+        return {**b, **self.cfg.resources}
 
     def resize(self, n: int) -> None:
         """(Re)create the pool with n workers; new workers get the current weights version."""
@@ -43,6 +43,7 @@ class RolloutPool:
             RolloutWorker.options(
                 num_cpus=self.cfg.num_cpus,
                 num_gpus=self.cfg.num_gpus,
+                resources=self.cfg.resources or None,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i),
             ).remote(self.policy_path, self.cfg.model_dump(), self.max_prompt_tokens, self.torch_threads, i)
             for i in range(n)

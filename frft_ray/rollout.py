@@ -81,6 +81,7 @@ def generate(
     for i in range(0, len(prompts), cfg.batch_size):
         chunk = prompts[i : i + cfg.batch_size]
         enc = tok(chunk, return_tensors="pt", padding=True, truncation=True, max_length=max_prompt_tokens)
+        enc = {k: v.to(policy.device) for k, v in enc.items()}
         out = policy.generate(
             **enc,
             do_sample=not greedy,
@@ -93,10 +94,11 @@ def generate(
             return_dict_in_generate=True,
             output_logits=True,
         )
-        resp = out.sequences[:, enc["input_ids"].shape[1] :]
+        enc = {k: v.cpu() for k, v in enc.items()}  # batches cross actor boundaries on the CPU
+        resp = out.sequences[:, enc["input_ids"].shape[1] :].cpu()
         mask = response_mask_from_ids(resp, tok.eos_token_id)
         resp = torch.where(mask.bool(), resp, torch.full_like(resp, tok.pad_token_id))
-        logits = torch.stack(out.logits, dim=1).float()  # [B, R, V], raw (before sampling warpers)
+        logits = torch.stack(out.logits, dim=1).float().cpu()  # [B, R, V], raw (before sampling warpers)
         if not greedy:
             logits = logits / cfg.temperature
         lp = torch.log_softmax(logits, dim=-1).gather(-1, resp.unsqueeze(-1)).squeeze(-1) * mask

@@ -18,11 +18,13 @@ class RunData:
     sft_prompts: list[str]
     sft_responses: list[str]
     pool: list[PreferencePair]  # the RM's training pool (held-out pairs removed)
-    heldout: list[PreferencePair]  # RM accuracy is measured here (gold-oriented on the benchmark)
+    heldout: list[PreferencePair]  # RM held-out accuracy against the data's own labels
     train_prompts: list[str]  # PPO and filtering prompts
     eval_prompts: list[str]  # never seen in training
     gold: GoldFn | None
     report: LoadReport
+    heldout_gold: list[PreferencePair] | None = None  # benchmark: held-out pairs oriented by the gold reward
+    heldout_policy_like: list[PreferencePair] | None = None  # ... only those in the policy's own style
 
     def tokenizer_corpus(self) -> list[str]:
         texts = [p + r for p, r in zip(self.sft_prompts, self.sft_responses)]
@@ -34,14 +36,14 @@ class RunData:
 def prepare_run_data(cfg: RunConfig) -> RunData:
     rng = random.Random(cfg.seed)
     if cfg.data.format == "benchmark":
-        from frft_ray.data.benchmark import gold_rewards, make_benchmark, relabel_by_gold
+        from frft_ray.data.benchmark import POLICY_LIKE_SOURCE, gold_rewards, make_benchmark, relabel_by_gold
 
         bench = make_benchmark(cfg.data.benchmark)
         pool = list(bench.pool)
         rng.shuffle(pool)
         n_held = min(cfg.reward.heldout_pairs, len(pool) // 5)
-        heldout = relabel_by_gold(pool[:n_held])
-        pool = pool[n_held:]
+        heldout, pool = pool[:n_held], pool[n_held:]
+        heldout_gold = relabel_by_gold(heldout)
         report = LoadReport(path="benchmark", records=len(bench.pool))
         return RunData(
             sft_prompts=[d.prompt for d in bench.sft],
@@ -52,6 +54,8 @@ def prepare_run_data(cfg: RunConfig) -> RunData:
             eval_prompts=list(bench.eval_prompts),
             gold=gold_rewards,
             report=report,
+            heldout_gold=heldout_gold,
+            heldout_policy_like=[p for p in heldout_gold if p.source == POLICY_LIKE_SOURCE],
         )
 
     from frft_ray.data.loading import load_preferences

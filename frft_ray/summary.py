@@ -27,7 +27,9 @@ def build_summary(cfg: RunConfig, state: dict, prompts: list[str], judged: dict,
     }
     for arm, a in arms.items():
         its = a["iterations"]
-        acc = [{"heldout": r.get("rm_heldout"), "on_policy": r.get("rm_on_policy")} for r in its]
+        acc = [{"heldout": r.get("rm_heldout"), "on_policy": r.get("rm_on_policy"),
+                "heldout_gold": r.get("rm_heldout_gold"), "heldout_policy_like": r.get("rm_heldout_policy_like")}
+               for r in its]
         if arm == "vanilla":
             summary["rm_records"][arm] = int(its[0]["records"]) if its else 0
             summary["rm_accuracy"][arm] = acc[-1] if acc else {}

@@ -51,9 +51,12 @@ def test_micro_run_writes_checkpoints_metrics_and_summary(micro_run):
 @pytest.mark.slow
 def test_rm_accuracy_above_chance(micro_run):
     _, _, s = micro_run
+    # against the data's own (noisy, biased) labels, every RM beats a coin
     assert s["initial_rm"]["heldout"] > 0.5
     for acc in s["rm_accuracy"]["frft"]:
         assert acc["heldout"] > 0.5
+    # the FRFT refits learn from the accurate, policy-like pairs: on those, judged by gold, above chance
+    assert s["rm_accuracy"]["frft"][-1]["heldout_policy_like"] > 0.5
 
 
 @pytest.mark.slow
@@ -71,7 +74,11 @@ def test_frft_selection_is_smaller_than_pool_and_respects_threshold_and_budget(m
     for rec, sel in zip(s["rm_records"]["frft"], s["selection"]["frft"]):
         assert 0 < rec <= cfg.filter.budget < pool
         assert sel["count"] == rec
-        assert sel["min_score"] >= cfg.filter.threshold
+        if sel["selection"] == "threshold_and_budget":
+            assert sel["selected_score"]["min"] >= cfg.filter.threshold
+        else:  # too few passed the threshold: topped up to filter.min_records by best similarity
+            assert sel["selection"] == "budget" and rec == cfg.filter.min_records
+        assert sum(sel["source_mix"].values()) == rec
 
 
 @pytest.mark.slow

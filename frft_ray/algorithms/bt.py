@@ -1,0 +1,167 @@
+"""Bradley-Terry reward-model fitting: loss, pairwise accuracy, and one plain training loop.
+
+Why not TRL's `RewardTrainer`: it works here, but it brings the HF Trainer's own device, precision
+(bf16 by default) and checkpoint policies, and needs a separate wrapper to run under Ray Train.
+This loop is ~100 lines, runs identically in-process and in a Ray Train worker (where
+`prepare_model` wraps the model in DDP and each rank passes its own shard of the pairs), trains in
+fp32 on CPU, and tokenizes with `models.rm_inputs`, which left-truncates so the end of the response
+(where the reward is read) is always kept.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from frft_ray.data.records import PreferencePair
+from frft_ray.models import rm_inputs
+
+
+def bt_loss(chosen_r: torch.Tensor, rejected_r: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    """Mean of -log sigmoid(r_chosen - r_rejected - margin): the Bradley-Terry negative log-likelihood."""
+    if chosen_r.shape != rejected_r.shape:
+        raise ValueError(f"bt_loss: chosen {tuple(chosen_r.shape)} and rejected {tuple(rejected_r.shape)} differ")
+    return -F.logsigmoid(chosen_r - rejected_r - margin).mean()
+
+
+def pairwise_accuracy(chosen_r: torch.Tensor, rejected_r: torch.Tensor) -> float:
+    """Share of pairs where the chosen response scores higher; a tie counts one half."""
+    if chosen_r.shape != rejected_r.shape:
+        raise ValueError(f"pairwise_accuracy: chosen {tuple(chosen_r.shape)} and rejected {tuple(rejected_r.shape)} differ")
+    if chosen_r.numel() == 0:
+        raise ValueError("pairwise_accuracy: no pairs")
+    wins = (chosen_r > rejected_r).float() + 0.5 * (chosen_r == rejected_r).float()
+    return wins.mean().item()
+
+
+def _unwrap(model):
+    """The module inside a DDP wrapper (Ray Train's `prepare_model`), else the model itself."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def _pair_rewards(model, tok, pairs: Sequence[PreferencePair], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score chosen and rejected of every pair in one forward pass of the concatenated batch."""
+    prompts = [p.prompt for p in pairs]
+    enc = rm_inputs(tok, prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs], max_length)
+    r = model(**enc).logits.squeeze(-1).float()
+    n = len(pairs)
+    return r[:n], r[n:]
+
+
+@torch.no_grad()
+def evaluate_rm(model, tok, pairs: Sequence[PreferencePair], max_length: int, batch_size: int = 64) -> dict:
+    """Pairwise accuracy and plain BT loss (margin 0) over `pairs`, in eval mode.
+
+    Runs on the unwrapped module so that, under DDP, no collective is issued (ranks may evaluate
+    different numbers of batches).
+    """
+    if not pairs:
+        raise ValueError("evaluate_rm: no pairs to evaluate")
+    m = _unwrap(model)
+    was_training = m.training
+    m.eval()
+    cs, rs = [], []
+    for i in range(0, len(pairs), batch_size):
+        c, r = _pair_rewards(m, tok, pairs[i : i + batch_size], max_length)
+        cs.append(c)
+        rs.append(r)
+    m.train(was_training)
+    c, r = torch.cat(cs), torch.cat(rs)
+    return {"accuracy": pairwise_accuracy(c, r), "loss": bt_loss(c, r).item()}
+
+
+def _check_pairs(pairs, what: str) -> None:
+    for i, p in enumerate(pairs):
+        for f in ("prompt", "chosen", "rejected"):
+            if not isinstance(getattr(p, f, None), str):
+                raise ValueError(f"{what}[{i}]: field {f!r} must be a string (got {type(getattr(p, f, None)).__name__})")
+
+
+def fit_reward_model(
+    model,
+    tok,
+    train_pairs: Sequence[PreferencePair],
+    eval_pairs: Sequence[PreferencePair] | None,
+    *,
+    epochs: float,
+    lr: float,
+    batch_size: int,
+    margin: float = 0.0,
+    max_length: int,
+    seed: int = 0,
+    progress: bool = True,
+    log_fn: Callable[[dict], None] | None = None,
+) -> dict:
+    """Fit `model` (one logit per sequence) on `train_pairs` with the BT loss; AdamW, shuffled batches.
+
+    `epochs` may be fractional (0.5 = half the shuffled pairs). Steps per epoch are
+    ceil(len(train_pairs) / batch_size), so under DDP every rank must pass the same number of pairs
+    (they then take the same number of steps and the gradient all-reduces line up).
+
+    Returns {"train_loss", "train_accuracy"} (means over the last epoch's worth of steps),
+    {"eval_loss", "eval_accuracy"} (None without eval pairs), "steps", "seconds" and "records"
+    (one dict per step: step, epoch, loss, accuracy). `log_fn`, if given, receives each record.
+    The model is left in eval mode.
+    """
+    if not train_pairs:
+        raise ValueError("fit_reward_model: train_pairs is empty")
+    if epochs <= 0 or batch_size < 1 or lr <= 0:
+        raise ValueError(f"fit_reward_model: need epochs > 0, batch_size >= 1, lr > 0 (got {epochs}, {batch_size}, {lr})")
+    _check_pairs(train_pairs, "train_pairs")
+    t0 = time.perf_counter()
+    n = len(train_pairs)
+    steps_per_epoch = math.ceil(n / batch_size)
+    total_steps = max(1, math.ceil(epochs * steps_per_epoch - 1e-9))
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # dropout
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, desc="rm_fit", leave=False)
+    records: list[dict] = []
+    step = 0
+    while step < total_steps:
+        perm = torch.randperm(n, generator=gen).tolist()
+        for s in range(steps_per_epoch):
+            if step >= total_steps:
+                break
+            batch = [train_pairs[j] for j in perm[s * batch_size : (s + 1) * batch_size]]
+            c, r = _pair_rewards(model, tok, batch, max_length)
+            loss = bt_loss(c, r, margin)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            rec = {"step": step, "epoch": step / steps_per_epoch, "loss": loss.item(), "accuracy": pairwise_accuracy(c.detach(), r.detach())}
+            records.append(rec)
+            if log_fn is not None:
+                log_fn(rec)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{rec['loss']:.3f}")
+    if bar is not None:
+        bar.close()
+
+    last = records[-min(steps_per_epoch, len(records)) :]
+    out = {
+        "train_loss": sum(r["loss"] for r in last) / len(last),
+        "train_accuracy": sum(r["accuracy"] for r in last) / len(last),
+        "eval_loss": None,
+        "eval_accuracy": None,
+        "steps": step,
+        "records": records,
+    }
+    if eval_pairs:
+        ev = evaluate_rm(model, tok, eval_pairs, max_length, batch_size=max(batch_size, 64))
+        out["eval_loss"], out["eval_accuracy"] = ev["loss"], ev["accuracy"]
+    model.eval()
+    out["seconds"] = time.perf_counter() - t0
+    return out

@@ -1,0 +1,226 @@
+"""The PPO learner: one `step(rollout_batch, scores)` is one PPO update of policy and value head.
+
+What a step does, in order:
+1. Forward passes on query+response (no grad) give the old log-probs and values under the current
+   policy, and the reference log-probs. The learner recomputes these rather than trusting the
+   sampler's log-probs, so a different sampling engine (vLLM) cannot bias the ratio; the gap is
+   reported as "ppo/logprob_gap".
+2. Per-token rewards = -kl_coef * (logp - ref_logp), plus the RM score on the last real token;
+   optionally whitened (scale only), then GAE and advantage whitening.
+3. `cfg.epochs` passes of shuffled minibatches: clipped policy loss + vf_coef * clipped value
+   loss - ent_coef * entropy; policy and value head share one AdamW; gradient norm clipped.
+4. The KL controller is updated with the batch's mean sequence KL.
+
+Prompts are left-padded and responses right-padded, so position ids are built from the
+attention mask (cumsum - 1), the same way `generate` builds them. Dropout is switched off for
+the whole step (the policy runs in eval mode while training) so that ratios are exactly 1 at
+the first minibatch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+import torch.nn.functional as F
+
+from frft_ray.algorithms.ppo import (
+    entropy_from_logits,
+    gae,
+    kl_penalized_rewards,
+    make_kl_controller,
+    masked_mean,
+    masked_whiten,
+    policy_loss,
+    value_loss,
+)
+from frft_ray.config import PPOConfig
+from frft_ray.rollout import RolloutBatch
+
+
+def _trimmed_inputs(q_ids, q_mask, r_ids, r_mask):
+    """query+response with all-padding columns cut away; returns (ids, mask, pos, n_query_cols, n_resp_cols)."""
+    keep_q = q_mask.any(0).nonzero()
+    left = int(keep_q[0]) if len(keep_q) else q_ids.shape[1]
+    rt = max(int(r_mask.sum(1).max()), 1)
+    ids = torch.cat([q_ids[:, left:], r_ids[:, :rt]], dim=1)
+    mask = torch.cat([q_mask[:, left:], r_mask[:, :rt]], dim=1).long()
+    pos = (mask.cumsum(1) - 1).masked_fill(mask == 0, 0)
+    return ids, mask, pos, q_ids.shape[1] - left, rt
+
+
+def response_forward(model, q_ids, q_mask, r_ids, r_mask, temperature: float = 1.0, value_head=None):
+    """Log-probs of the response tokens (and entropy, values if `value_head`), each [B, R].
+
+    The token at response position t is predicted by the logits at sequence position P-1+t.
+    """
+    ids, mask, pos, p, rt = _trimmed_inputs(q_ids, q_mask, r_ids, r_mask)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=value_head is not None)
+    logits = out.logits[:, p - 1 : p - 1 + rt].float() / temperature
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, p : p + rt].unsqueeze(-1)).squeeze(-1)
+    pad = r_ids.shape[1] - rt
+    result = {"logprobs": F.pad(logp, (0, pad)), "entropy": F.pad(entropy_from_logits(logits), (0, pad))}
+    if value_head is not None:
+        hidden = out.hidden_states[-1][:, p - 1 : p - 1 + rt]
+        head_dtype = next(value_head.parameters()).dtype  # e.g. an fp32 head on a bf16 trunk
+        result["values"] = F.pad(value_head(hidden.to(head_dtype)).float(), (0, pad))
+    return result
+
+
+def _to_device(b: RolloutBatch, device) -> RolloutBatch:
+    if b.query_ids.device == device:
+        return b
+    return dataclasses.replace(
+        b,
+        query_ids=b.query_ids.to(device),
+        query_mask=b.query_mask.to(device),
+        response_ids=b.response_ids.to(device),
+        response_mask=b.response_mask.to(device),
+        logprobs=b.logprobs.to(device),
+    )
+
+
+class PPOLearner:
+    """Owns the optimizer and KL controller; `policy` and `value_head` are trained in place."""
+
+    def __init__(self, policy, ref, value_head, tok, cfg: PPOConfig, *, temperature: float = 1.0, seed: int = 0):
+        self.policy, self.ref, self.value_head, self.tok, self.cfg = policy, ref, value_head, tok, cfg
+        self.temperature = float(temperature)
+        if ref is not None:
+            ref.eval()
+        params = [p for p in policy.parameters() if p.requires_grad] + list(value_head.parameters())
+        self.params = params
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr)
+        self.kl_ctl = make_kl_controller(cfg)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.steps = 0
+
+    # -- phase 1: what the batch looks like under the current and the reference policy
+    @torch.no_grad()
+    def _score_batch(self, b: RolloutBatch) -> dict:
+        mb = self.cfg.minibatch_size
+        parts = {"logprobs": [], "values": [], "ref_logprobs": []}
+        for i in range(0, len(b), mb):
+            sl = slice(i, i + mb)
+            args = (b.query_ids[sl], b.query_mask[sl], b.response_ids[sl], b.response_mask[sl])
+            cur = response_forward(self.policy, *args, temperature=self.temperature, value_head=self.value_head)
+            parts["logprobs"].append(cur["logprobs"])
+            parts["values"].append(cur["values"])
+            if self.ref is not None:
+                parts["ref_logprobs"].append(response_forward(self.ref, *args, temperature=self.temperature)["logprobs"])
+            else:
+                parts["ref_logprobs"].append(cur["logprobs"])
+        return {k: torch.cat(v) for k, v in parts.items()}
+
+    def _check(self, b: RolloutBatch, scores: torch.Tensor) -> None:
+        if len(b) == 0:
+            raise ValueError("PPO step: empty rollout batch")
+        if scores.shape != (len(b),):
+            raise ValueError(f"PPO step: scores has shape {tuple(scores.shape)}, expected [{len(b)}] (one per response)")
+        if not torch.isfinite(scores).all():
+            raise ValueError("PPO step: scores contain NaN or inf")
+        if (b.query_mask.sum(1) == 0).any():
+            raise ValueError("PPO step: a prompt has no tokens (every prompt needs at least one)")
+        if (b.response_mask.sum(1) == 0).any():
+            raise ValueError("PPO step: a response has no tokens")
+
+    def step(self, batch: RolloutBatch, scores: torch.Tensor) -> dict:
+        """One PPO update on `batch` scored by the RM (`scores`: [B]). Returns "ppo/..." stats."""
+        t0 = time.perf_counter()
+        scores = torch.as_tensor(scores, dtype=torch.float32).reshape(-1)
+        self._check(batch, scores)
+        cfg = self.cfg
+        batch = _to_device(batch, next(self.policy.parameters()).device)
+        scores = scores.to(batch.response_ids.device)
+        was_training = self.policy.training
+        self.policy.eval()  # no dropout: the ratio must be exactly 1 before the first update
+        mask = batch.response_mask.float()
+
+        old = self._score_batch(batch)
+        kl_coef = self.kl_ctl.value
+        token_kl = (old["logprobs"] - old["ref_logprobs"]) * mask
+        seq_kl = token_kl.sum(1)
+        rewards = kl_penalized_rewards(scores, old["logprobs"], old["ref_logprobs"], mask, kl_coef)
+        raw_rewards = rewards
+        if cfg.whiten_rewards:
+            rewards = masked_whiten(rewards, mask, shift_mean=False)
+        adv, returns = gae(rewards, old["values"], mask, cfg.gamma, cfg.lam)
+        adv = masked_whiten(adv, mask)
+
+        acc = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "vf_clipfrac", "grad_norm")}
+        B = len(batch)
+        for _ in range(cfg.epochs):
+            perm = torch.randperm(B, generator=self.gen)
+            for i in range(0, B, cfg.minibatch_size):
+                idx = perm[i : i + cfg.minibatch_size]
+                m = mask[idx]
+                cur = response_forward(
+                    self.policy,
+                    batch.query_ids[idx],
+                    batch.query_mask[idx],
+                    batch.response_ids[idx],
+                    batch.response_mask[idx],
+                    temperature=self.temperature,
+                    value_head=self.value_head,
+                )
+                pg, pg_stats = policy_loss(cur["logprobs"], old["logprobs"][idx], adv[idx], m, cfg.clip_range)
+                vf, vf_stats = value_loss(cur["values"], old["values"][idx], returns[idx], m, cfg.clip_range_value)
+                ent = masked_mean(cur["entropy"], m)
+                loss = pg + cfg.vf_coef * vf - cfg.ent_coef * ent
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                gn = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                self.opt.step()
+                acc["policy_loss"].append(pg.item())
+                acc["value_loss"].append(vf.item())
+                acc["entropy"].append(ent.item())
+                acc["grad_norm"].append(float(gn))
+                for k, v in {**pg_stats, **vf_stats}.items():
+                    acc[k].append(v)
+
+        mean_kl = seq_kl.mean().item()
+        self.kl_ctl.update(mean_kl, n_steps=B)
+        self.steps += 1
+        self.policy.train(was_training)
+        lp_gap = masked_mean((batch.logprobs.float() - old["logprobs"]).abs(), mask).item()
+        stats = {f"ppo/{k}": sum(v) / len(v) for k, v in acc.items()}
+        stats.update(
+            {
+                "ppo/kl_coef": kl_coef,
+                "ppo/mean_kl": mean_kl,
+                "ppo/score_mean": scores.mean().item(),
+                "ppo/reward_mean": raw_rewards.sum(1).mean().item(),
+                "ppo/return_mean": masked_mean(returns, mask).item(),
+                "ppo/value_mean": masked_mean(old["values"], mask).item(),
+                "ppo/response_len": mask.sum(1).mean().item(),
+                "ppo/logprob_gap": lp_gap,
+                "ppo/step": self.steps,
+                "timing/ppo_step": time.perf_counter() - t0,
+            }
+        )
+        return stats
+
+    # -- resume
+    def state_dict(self) -> dict:
+        """Optimizer, KL controller, step count and shuffle RNG; model weights are saved separately."""
+        return {
+            "optimizer": self.opt.state_dict(),
+            "kl_ctl": self.kl_ctl.state_dict(),
+            "steps": self.steps,
+            "rng": self.gen.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        missing = {"optimizer", "kl_ctl", "steps"} - set(state)
+        if missing:
+            raise ValueError(f"PPOLearner.load_state_dict: missing keys {sorted(missing)}")
+        kind = state["kl_ctl"].get("kind")
+        mine = self.kl_ctl.state_dict()["kind"]
+        if kind is not None and kind != mine:
+            raise ValueError(f"PPOLearner.load_state_dict: checkpoint has a {kind} KL controller, config asks for {mine}")
+        self.opt.load_state_dict(state["optimizer"])
+        self.kl_ctl.load_state_dict(state["kl_ctl"])
+        self.steps = int(state["steps"])
+        if "rng" in state:
+            self.gen.set_state(state["rng"])

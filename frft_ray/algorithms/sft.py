@@ -1,0 +1,135 @@
+"""Supervised fine-tuning of the policy on demonstrations, loss on the response tokens only.
+
+The shared tokenizer pads on the left (for generation). SFT builds its own right-padded batches
+instead, with prompt and response tokenized separately -- exactly the token boundary the policy
+sees when it generates a response after a prompt -- and an EOS appended so the policy learns to
+stop. Prompt and padding positions get label -100 and do not count in the loss.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+
+
+def sft_batch(tok, prompts: Sequence[str], responses: Sequence[str], max_length: int) -> dict:
+    """Right-padded input_ids / attention_mask / position_ids / labels for prompt+response+EOS.
+
+    Too long: the response is kept (cut on the right only if it alone exceeds `max_length`) and
+    the prompt is cut on the left, like generation cuts prompts.
+    """
+    if len(prompts) != len(responses):
+        raise ValueError(f"sft: {len(prompts)} prompts but {len(responses)} responses")
+    if not prompts:
+        raise ValueError("sft: empty batch")
+    rows, labels = [], []
+    for p, r in zip(prompts, responses):
+        p_ids = tok(p)["input_ids"]
+        r_ids = (tok(r, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])[:max_length]
+        p_ids = p_ids[len(p_ids) - (max_length - len(r_ids)) :] if len(p_ids) + len(r_ids) > max_length else p_ids
+        rows.append(p_ids + r_ids)
+        labels.append([IGNORE] * len(p_ids) + r_ids)
+    width = max(len(x) for x in rows)
+    ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+    lab = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (x, y) in enumerate(zip(rows, labels)):
+        ids[i, : len(x)] = torch.tensor(x)
+        lab[i, : len(y)] = torch.tensor(y)
+        mask[i, : len(x)] = 1
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "labels": lab}
+
+
+def sft_loss(model, tok, prompts: Sequence[str], responses: Sequence[str], max_length: int) -> torch.Tensor:
+    """Mean next-token cross-entropy over response tokens (+EOS); prompt tokens are masked out."""
+    b = sft_batch(tok, prompts, responses, max_length)
+    logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], position_ids=b["position_ids"]).logits
+    targets = b["labels"][:, 1:]
+    if not (targets != IGNORE).any():
+        raise ValueError("sft: no response token left to learn from (max_length too small?)")
+    return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE)
+
+
+@torch.no_grad()
+def _mean_loss(model, tok, prompts, responses, max_length, batch_size) -> float:
+    was_training = model.training
+    model.eval()
+    total, n = 0.0, 0
+    for i in range(0, len(prompts), batch_size):
+        k = len(prompts[i : i + batch_size])
+        total += sft_loss(model, tok, prompts[i : i + batch_size], responses[i : i + batch_size], max_length).item() * k
+        n += k
+    model.train(was_training)
+    return total / n
+
+
+def train_sft(
+    model,
+    tok,
+    demos_prompts: Sequence[str],
+    demos_responses: Sequence[str],
+    *,
+    epochs: float,
+    lr: float,
+    batch_size: int,
+    max_length: int,
+    seed: int = 0,
+    progress: bool = True,
+    probe_size: int = 256,
+) -> dict:
+    """Fine-tune `model` on demonstrations with AdamW over shuffled batches; `epochs` may be fractional.
+
+    "loss_start"/"loss_end" are the mean response-token loss, in eval mode, on the same fixed
+    probe (the first `probe_size` demonstrations) before and after training, so they compare.
+    The model is left in eval mode.
+    """
+    if len(demos_prompts) != len(demos_responses):
+        raise ValueError(f"train_sft: {len(demos_prompts)} prompts but {len(demos_responses)} responses")
+    if not demos_prompts:
+        raise ValueError("train_sft: no demonstrations")
+    if epochs <= 0 or batch_size < 1 or lr <= 0:
+        raise ValueError(f"train_sft: need epochs > 0, batch_size >= 1, lr > 0 (got {epochs}, {batch_size}, {lr})")
+    t0 = time.perf_counter()
+    demos_prompts, demos_responses = list(demos_prompts), list(demos_responses)
+    n = len(demos_prompts)
+    probe = (demos_prompts[:probe_size], demos_responses[:probe_size])
+    loss_start = _mean_loss(model, tok, *probe, max_length, batch_size)
+
+    steps_per_epoch = math.ceil(n / batch_size)
+    total_steps = max(1, math.ceil(epochs * steps_per_epoch - 1e-9))
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, desc="sft", leave=False)
+    step = 0
+    while step < total_steps:
+        perm = torch.randperm(n, generator=gen).tolist()
+        for s in range(steps_per_epoch):
+            if step >= total_steps:
+                break
+            idx = perm[s * batch_size : (s + 1) * batch_size]
+            loss = sft_loss(model, tok, [demos_prompts[j] for j in idx], [demos_responses[j] for j in idx], max_length)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+    if bar is not None:
+        bar.close()
+    loss_end = _mean_loss(model, tok, *probe, max_length, batch_size)
+    model.eval()
+    return {"loss_start": loss_start, "loss_end": loss_end, "steps": step, "seconds": time.perf_counter() - t0}

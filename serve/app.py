@@ -1,0 +1,223 @@
+"""The Ray Serve deployment that serves the current reward model over HTTP (FastAPI ingress).
+
+Routes: POST /v1/score, POST /get_reward (OpenRLHF's remote-RM format), GET /health (open even
+with auth on, for load balancers), GET /v1/model.
+
+How it stays fast and consistent:
+- `@serve.batch` merges concurrent requests (one request = one unit, so a request is never
+  split across two model versions) and runs the forward in a worker thread, so the event loop
+  keeps accepting requests that form the next batch.
+- A daemon thread polls the version registry (`serve.versions`) and, when a newer version is
+  published, loads it and replaces `self._snap` in one assignment. A batch reads `self._snap`
+  once, so it scores with one version and reports that version. No replica restarts.
+- No `from __future__ import annotations` here: Serve rebuilds the route signatures and
+  string annotations would turn the JSON body into a query parameter.
+- Bad input is a 4xx with a JSON body `{"error", "message", ...}`; never a 500.
+"""
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import math
+import threading
+import time
+
+import ray
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serve.schemas import (
+    LimitError,
+    PairError,
+    RewardRequest,
+    RewardResponse,
+    ScoreRequest,
+    ScoreResponse,
+    check_limits,
+    split_queries,
+)
+from serve.scorer import Snapshot, load_snapshot, score_pairs
+from serve.versions import get_registry
+
+log = logging.getLogger("ray.serve")
+api = FastAPI(title="frft-ray reward model", version="1")
+api.state.max_body_bytes = None
+api.state.token_sha256 = None
+
+
+def _err(status: int, error: str, message: str, **extra) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": error, "message": message, **extra})
+
+
+def _loc(loc) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    return out or "body"
+
+
+@api.exception_handler(RequestValidationError)
+async def _on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return _err(400, "malformed_json", "request body is not valid JSON")
+    msgs = [f"{_loc(e['loc'])}: {e['msg']}" for e in errors[:10]]
+    details = [{"loc": _loc(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors[:10]]
+    return _err(422, "invalid_request", "; ".join(msgs), details=details)
+
+
+@api.exception_handler(LimitError)
+async def _on_limit(request: Request, exc: LimitError) -> JSONResponse:
+    return _err(413, "limit_exceeded", exc.message, limit=exc.limit, max=exc.value)
+
+
+@api.exception_handler(PairError)
+async def _on_pair(request: Request, exc: PairError) -> JSONResponse:
+    return _err(422, "invalid_request", str(exc))
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    names = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
+    return _err(exc.status_code, names.get(exc.status_code, "http_error"), str(exc.detail))
+
+
+OPEN_PATHS = {"/health"}  # no token needed: load balancers and probes
+
+
+def _token_ok(request: Request) -> bool:
+    want = api.state.token_sha256
+    if not want or request.url.path.rstrip("/").endswith(tuple(OPEN_PATHS)):
+        return True
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    got = hashlib.sha256(token.strip().encode()).hexdigest() if scheme.lower() == "bearer" else ""
+    return hmac.compare_digest(got, want)
+
+
+@api.middleware("http")
+async def _guard(request: Request, call_next):
+    """Auth, then body size, before any parsing: an unauthenticated caller learns nothing else."""
+    if not _token_ok(request):
+        resp = _err(401, "unauthorized", "missing or wrong bearer token (send 'Authorization: Bearer <token>')")
+        resp.headers["WWW-Authenticate"] = "Bearer"
+        return resp
+    limit = api.state.max_body_bytes
+    if limit and request.method == "POST":
+        # Serve's proxy forwards the body in chunks without Content-Length, so measure the bytes
+        # (already in memory) instead; starlette replays the cached body to the route.
+        length = len(await request.body())
+    if limit and request.method == "POST" and length > limit:
+        return _err(413, "limit_exceeded", f"request body of {length} bytes > {limit} bytes "
+                    "(derived from max_items and max_text_chars)", limit="max_body_bytes", max=limit)
+    return await call_next(request)
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+@serve.deployment(name="RewardModel")
+@serve.ingress(api)
+class RewardModelServer:
+    """One replica. `settings` is built by `serve.launch.deployment_settings` from ServeConfig."""
+
+    def __init__(self, app_name: str, settings: dict):
+        import torch
+
+        torch.set_num_threads(int(settings.get("torch_threads", 1)))
+        self._s = settings
+        # Serve pickles this class by value, so a bare `api` here would be a copy; the middleware
+        # reads the real module's app, so set its state through the imported module.
+        from serve import app as this_module
+
+        this_module.api.state.token_sha256 = settings.get("token_sha256")
+        this_module.api.state.max_body_bytes = settings["max_items"] * (settings["max_text_chars"] * 6 + 64) + 4096
+        self._registry = get_registry(app_name)
+        cur = ray.get(self._registry.current.remote(), timeout=60)
+        if cur is None:
+            raise RuntimeError(f"no RM version published for app {app_name!r}; call serve.launch.publish_rm first")
+        self._snap: Snapshot = load_snapshot(cur["path"], cur["version"], cur["meta"])
+        self._last_error: str | None = None
+        self._score_batch.set_max_batch_size(settings["max_batch_size"])
+        self._score_batch.set_batch_wait_timeout_s(settings["batch_wait_timeout_s"])
+        self._stop = threading.Event()
+        threading.Thread(target=self._follow_registry, name="rm-version-poller", daemon=True).start()
+
+    # ---------------------------------------------------------------- hot swap
+
+    def _follow_registry(self) -> None:
+        """Poll the registry; load a newer version off the request path, then swap in one assignment."""
+        failed_version = None
+        while not self._stop.wait(self._s.get("poll_s", 0.5)):
+            try:
+                cur = ray.get(self._registry.current.remote(), timeout=10)
+            except Exception as e:  # registry gone or slow: keep serving what we have
+                self._last_error = f"registry poll failed: {e!r}"
+                continue
+            if not cur or cur["version"] <= self._snap.version or cur["version"] == failed_version:
+                continue
+            try:
+                snap = load_snapshot(cur["path"], cur["version"], cur["meta"])
+            except Exception as e:
+                failed_version = cur["version"]
+                self._last_error = f"loading version {cur['version']} from {cur['path']} failed: {e!r}"
+                log.error(self._last_error)
+                continue
+            if snap.version > self._snap.version:  # never backwards
+                self._snap = snap
+                self._last_error = None
+                log.info(f"RM hot swap: now serving version {snap.version} from {snap.path}")
+
+    def __del__(self):
+        self._stop.set()
+
+    # ---------------------------------------------------------------- scoring
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _score_batch(self, reqs: list[tuple[list[str], list[str]]]) -> list[tuple[list[float], int]]:
+        snap = self._snap  # one version for the whole batch
+        prompts = [p for ps, _ in reqs for p in ps]
+        responses = [r for _, rs in reqs for r in rs]
+        flat = await asyncio.to_thread(score_pairs, snap, prompts, responses, self._s["max_batch_size"])
+        out, i = [], 0
+        for ps, _ in reqs:
+            out.append((flat[i : i + len(ps)], snap.version))
+            i += len(ps)
+        return out
+
+    # ---------------------------------------------------------------- routes
+
+    @api.post("/v1/score", response_model=ScoreResponse)
+    async def score(self, req: ScoreRequest) -> ScoreResponse:
+        prompts = [it.prompt for it in req.items]
+        responses = [it.response for it in req.items]
+        check_limits({"items.prompt": prompts, "items.response": responses}, len(prompts),
+                     self._s["max_items"], self._s["max_text_chars"])
+        scores, version = await self._score_batch((prompts, responses))
+        return ScoreResponse(scores=scores, model_version=version)
+
+    @api.post("/get_reward", response_model=RewardResponse)
+    async def get_reward(self, req: RewardRequest) -> RewardResponse:
+        check_limits({"query": req.query, "prompts": req.prompts or []}, len(req.query),
+                     self._s["max_items"], self._s["max_text_chars"])
+        prompts, responses = split_queries(req.query, req.prompts)
+        rewards, version = await self._score_batch((prompts, responses))
+        return RewardResponse(
+            rewards=rewards,
+            scores=[_sigmoid(r) for r in rewards],
+            extra_logs={"model_version": [float(version)] * len(rewards)},
+            model_version=version,
+        )
+
+    @api.get("/health")
+    async def health(self) -> dict:
+        return {"status": "ok", "model_version": self._snap.version}
+
+    @api.get("/v1/model")
+    async def model_info(self) -> dict:
+        return {**self._snap.info(), "last_error": self._last_error, "checked_at": time.time()}

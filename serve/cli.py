@@ -1,0 +1,114 @@
+"""`frft-ray serve` (run the RM endpoint, or hot-swap it with --reload) and `frft-ray score` (a client)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_STATE = Path("~/.cache/frft_ray/serve.json").expanduser()
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve the reward model over HTTP (blocks); --reload hot-swaps a running one")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", metavar="RUN_DIR", help="serve the RM of the run's latest iteration (RUN_DIR/latest)")
+    src.add_argument("--checkpoint", metavar="PATH", help="serve this RM checkpoint folder")
+    p.add_argument("--config", help="run config YAML whose `serve:` section to use (default: built-in defaults)")
+    p.add_argument("--host", help="bind address (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int)
+    p.add_argument("--replicas", type=int)
+    p.add_argument("--version", type=int, help="version number to publish (default: meta.json's, else current + 1)")
+    p.add_argument("--reload", action="store_true",
+                   help="do not start a server: publish the checkpoint to the running one (hot swap, no restart)")
+    p.add_argument("--address", help="Ray address of the running server for --reload (default: from --state-file)")
+    p.add_argument("--state-file", default=str(DEFAULT_STATE), help=f"where `serve` records its URL and Ray address (default {DEFAULT_STATE})")
+    p.set_defaults(func=_serve)
+
+    s = sub.add_parser("score", help="score one (prompt, response) with a running endpoint")
+    s.add_argument("prompt")
+    s.add_argument("response")
+    s.add_argument("--url", default="http://127.0.0.1:8000", help="endpoint base URL")
+    s.add_argument("--token", help="bearer token (default: $FRFT_RAY_TOKEN)")
+    s.set_defaults(func=_score)
+
+
+def _checkpoint(args) -> Path:
+    from serve.launch import rm_checkpoint_for_run
+
+    return rm_checkpoint_for_run(args.run) if args.run else Path(args.checkpoint).resolve()
+
+
+def _serve_config(args):
+    from frft_ray.config import ServeConfig, load_config
+
+    cfg = load_config(args.config).serve if args.config else ServeConfig()
+    updates = {k: v for k, v in (("host", args.host), ("port", args.port), ("replicas", args.replicas)) if v is not None}
+    return cfg.model_copy(update=updates) if updates else cfg
+
+
+def _serve(args) -> int:
+    if args.reload:  # a Ray 2.60 cluster wants its token from a connecting client; read before Ray starts up
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    import ray
+    from ray import serve
+
+    from serve import launch
+
+    ckpt = _checkpoint(args)
+    if args.reload:
+        address = args.address
+        if address is None:
+            state_file = Path(args.state_file)
+            if not state_file.exists():
+                raise FileNotFoundError(f"no running server recorded in {state_file}; pass --address")
+            address = json.loads(state_file.read_text())["ray_address"]
+        ray.init(address=address, log_to_driver=False)
+        try:
+            entry = launch.publish_rm(ckpt, args.version)
+        except (ValueError, LookupError) as e:
+            print(f"frft-ray serve --reload: error: {e}", file=sys.stderr)
+            return 2
+        print(f"published RM version {entry['version']} from {entry['path']}; replicas swap within ~1 s")
+        return 0
+
+    cfg = _serve_config(args)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` shuts down as cleanly as Ctrl-C
+    ray.init(include_dashboard=False, log_to_driver=False)
+    try:
+        url = launch.start_server(cfg, ckpt, args.version)
+        launch.write_state(args.state_file, url)
+        print(f"serving {ckpt} at {url}  (POST {url}/v1/score, POST {url}/get_reward, GET {url}/health)", flush=True)
+        print("Ctrl-C to stop", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        Path(args.state_file).unlink(missing_ok=True)
+    return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _score(args) -> int:
+    import requests
+
+    token = args.token or os.environ.get("FRFT_RAY_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    body = {"items": [{"prompt": args.prompt, "response": args.response}]}
+    r = requests.post(f"{args.url.rstrip('/')}/v1/score", json=body, headers=headers, timeout=60)
+    if not r.ok:
+        print(f"frft-ray score: HTTP {r.status_code}: {r.text}", file=sys.stderr)
+        return 1
+    out = r.json()
+    print(json.dumps({"score": out["scores"][0], "model_version": out["model_version"]}))
+    return 0

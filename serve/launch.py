@@ -1,0 +1,161 @@
+"""Start, publish to and stop the RM endpoint from Python (the CLI and the FRFT driver use these).
+
+    url = start_server(cfg.serve, "runs/demo/iter_000/rm")       # inside a Ray connection
+    publish_rm("runs/demo/iter_001/rm")                          # after each refit: hot swap
+    stop_server()
+
+The bearer token never enters Ray: `start_server` reads the env var named by
+`ServeConfig.auth_token_env` and hands replicas only its SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import ray
+import requests
+from ray import serve
+
+from frft_ray.config import ServeConfig
+from frft_ray.models import read_meta
+from serve.versions import get_registry
+
+APP_NAME = "frft_rm"
+POLL_S = 0.5
+
+
+def deployment_settings(cfg: ServeConfig, torch_threads: int = 1) -> dict:
+    """What each replica needs from ServeConfig (plus the token's hash, if a token is set)."""
+    token = os.environ.get(cfg.auth_token_env) or None
+    return {
+        "max_batch_size": cfg.max_batch_size,
+        "batch_wait_timeout_s": cfg.batch_wait_timeout_s,
+        "max_items": cfg.max_items,
+        "max_text_chars": cfg.max_text_chars,
+        "token_sha256": hashlib.sha256(token.encode()).hexdigest() if token else None,
+        "poll_s": POLL_S,
+        "torch_threads": torch_threads,
+    }
+
+
+def _check_checkpoint(path: str | Path) -> Path:
+    path = Path(path).resolve()
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"no reward-model checkpoint at {path} (config.json missing)")
+    return path
+
+
+def publish_rm(path: str | Path, version: int | None = None, meta: dict | None = None, app_name: str = APP_NAME) -> dict:
+    """Make the checkpoint at `path` the served RM; replicas swap to it within ~POLL_S + load time.
+
+    `version` defaults to meta.json's "version", else current + 1. It must be newer than the
+    current version (ValueError otherwise). Returns the registry entry.
+    """
+    path = _check_checkpoint(path)
+    meta = {**read_meta(path), **(meta or {})}
+    registry = get_registry(app_name, create=True)
+    cur = ray.get(registry.current.remote())
+    if version is None:
+        version = meta.get("version")
+    if version is None:
+        version = 1 if cur is None else cur["version"] + 1
+    if cur is not None and int(version) <= cur["version"]:  # the registry checks again (races)
+        raise ValueError(f"RM version {version} is not newer than the current version {cur['version']} "
+                         f"({cur['path']}); versions never go backwards: pass a larger --version")
+    meta["version"] = int(version)
+    return ray.get(registry.publish.remote(int(version), str(path), meta))
+
+
+def current_version(app_name: str = APP_NAME) -> dict | None:
+    return ray.get(get_registry(app_name).current.remote())
+
+
+def start_server(
+    cfg: ServeConfig,
+    checkpoint: str | Path,
+    version: int | None = None,
+    app_name: str = APP_NAME,
+    route_prefix: str = "/",
+    num_cpus: float = 0.5,
+    torch_threads: int = 1,
+) -> str:
+    """Deploy the RM app (needs `ray.init` first) serving `checkpoint`; returns its base URL.
+
+    If the app's registry already holds a version (a restart), `checkpoint` is published only
+    when `version` is newer, so versions never go backwards.
+    """
+    from serve.app import RewardModelServer
+
+    if not ray.is_initialized():
+        raise RuntimeError("start_server needs a Ray connection: call ray.init() first")
+    registry = get_registry(app_name, create=True)
+    cur = ray.get(registry.current.remote())
+    if cur is None or (version is not None and version > cur["version"]):
+        publish_rm(checkpoint, version, app_name=app_name)
+    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    options: dict = {
+        "max_ongoing_requests": cfg.max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": num_cpus},
+    }
+    if cfg.autoscale_max_replicas and cfg.autoscale_max_replicas > cfg.replicas:
+        options["autoscaling_config"] = {
+            "min_replicas": cfg.replicas,
+            "initial_replicas": cfg.replicas,
+            "max_replicas": cfg.autoscale_max_replicas,
+            "target_ongoing_requests": max(2, cfg.max_batch_size),
+        }
+    else:
+        options["num_replicas"] = cfg.replicas
+    app = RewardModelServer.options(**options).bind(app_name, deployment_settings(cfg, torch_threads))
+    serve.run(app, name=app_name, route_prefix=route_prefix, blocking=False)
+    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
+    return f"http://{host}:{cfg.port}{route_prefix.rstrip('/')}"
+
+
+def stop_server(app_name: str = APP_NAME) -> None:
+    """Delete the app and its version registry (Serve itself keeps running for other apps)."""
+    serve.delete(app_name)
+    try:
+        ray.kill(get_registry(app_name))
+    except LookupError:
+        pass
+
+
+def wait_for_version(url: str, version: int, timeout_s: float = 60.0, token: str | None = None) -> dict:
+    """Poll GET /health until the endpoint answers with `version` or newer (one replica's view)."""
+    deadline, last = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        try:
+            r = requests.get(f"{url}/health", timeout=5)
+            if r.ok:
+                last = r.json()
+                if last["model_version"] >= version:
+                    return last
+        except requests.RequestException as e:
+            last = {"error": repr(e)}
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not serve RM version {version} within {timeout_s} s (last: {last})")
+
+
+# ---------------------------------------------------------------- run-directory layout
+
+
+def rm_checkpoint_for_run(run_dir: str | Path) -> Path:
+    """The RM checkpoint of a run's latest complete iteration: RUN_DIR/<text of RUN_DIR/latest>/rm."""
+    run_dir = Path(run_dir)
+    pointer = run_dir / "latest"
+    if not pointer.exists():
+        raise FileNotFoundError(f"{run_dir} has no 'latest' pointer: not a run directory, or no iteration finished yet")
+    folder = pointer.read_text().strip()
+    return _check_checkpoint(run_dir / folder / "rm")
+
+
+def write_state(state_file: str | Path, url: str, app_name: str = APP_NAME) -> None:
+    """Record where a blocking `frft-ray serve` runs, so `--reload` from another shell can find it."""
+    state = {"url": url, "app_name": app_name, "ray_address": ray.get_runtime_context().gcs_address, "pid": os.getpid()}
+    Path(state_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(state_file).write_text(json.dumps(state, indent=2))

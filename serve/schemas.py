@@ -1,0 +1,90 @@
+"""Request/response bodies of the RM endpoint, and the request-size limits.
+
+Types are checked by pydantic (a number where text belongs is a 422, not a silent str()).
+The limits come from `ServeConfig` at deploy time, so they are checked here by `check_limits`
+rather than baked into the models; exceeding one is a 413 whose message names the limit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+
+class ScoreItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: StrictStr
+    response: StrictStr
+
+
+class ScoreRequest(BaseModel):
+    """POST /v1/score."""
+
+    model_config = ConfigDict(extra="forbid")
+    items: list[ScoreItem] = Field(min_length=1)
+
+
+class ScoreResponse(BaseModel):
+    scores: list[float]
+    model_version: int
+
+
+class RewardRequest(BaseModel):
+    """POST /get_reward, OpenRLHF's remote-RM format: each query is prompt + response as one text.
+
+    `prompts` (optional) splits each query into prompt and response; `labels` is accepted and
+    ignored. Unknown keys are ignored too, so newer OpenRLHF clients keep working.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+    query: list[StrictStr] = Field(min_length=1)
+    prompts: list[StrictStr] | None = None
+    labels: list[Any] | None = None
+
+
+class RewardResponse(BaseModel):
+    rewards: list[float]
+    scores: list[float] = Field(description="sigmoid(reward), in [0, 1]")
+    extra_logs: dict[str, list[float]]
+    model_version: int
+
+
+class LimitError(Exception):
+    """A request over a configured size limit (HTTP 413)."""
+
+    def __init__(self, message: str, limit: str, value: int):
+        super().__init__(message)
+        self.message, self.limit, self.value = message, limit, value
+
+
+class PairError(Exception):
+    """A /get_reward query that its prompt does not prefix, or lists of different lengths (HTTP 422)."""
+
+
+def check_limits(texts: dict[str, list[str]], n_items: int, max_items: int, max_text_chars: int) -> None:
+    """Raise LimitError naming the limit and the first offending field."""
+    if n_items > max_items:
+        raise LimitError(f"too many items: {n_items} > max_items={max_items}", "max_items", max_items)
+    for name, values in texts.items():
+        for i, t in enumerate(values):
+            if len(t) > max_text_chars:
+                raise LimitError(
+                    f"{name}[{i}] has {len(t)} characters > max_text_chars={max_text_chars}",
+                    "max_text_chars",
+                    max_text_chars,
+                )
+
+
+def split_queries(query: list[str], prompts: list[str] | None) -> tuple[list[str], list[str]]:
+    """OpenRLHF queries -> (prompts, responses). Without prompts the whole text is the response."""
+    if prompts is None:
+        return [""] * len(query), list(query)
+    if len(prompts) != len(query):
+        raise PairError(f"prompts has {len(prompts)} entries but query has {len(query)}; they must match")
+    responses = []
+    for i, (q, p) in enumerate(zip(query, prompts)):
+        if not q.startswith(p):
+            raise PairError(f"query[{i}] does not start with prompts[{i}]; each query must be prompt + response")
+        responses.append(q[len(p) :])
+    return list(prompts), responses

@@ -1,0 +1,170 @@
+"""The bundled MiniLM embedder, the Ray Data batch callable, and the pool-embedding cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from frft_ray.config import FilterConfig
+from frft_ray.data.records import PreferencePair
+from frft_ray.embedding import (
+    BatchEmbedder,
+    EmbeddingError,
+    cached_pool_embeddings,
+    compose_text,
+    embed_texts,
+    load_embedder,
+    model_identity,
+    pool_fingerprint,
+)
+from frft_ray.filtering import select_pairs
+
+ANCHORS = [
+    "How do I bake a loaf of sourdough bread at home?",
+    "The stock market fell sharply after the interest rate announcement.",
+    "My cat keeps scratching the sofa, how can I stop her?",
+    "What is the capital city of France?",
+]
+PARAPHRASES = [
+    "What steps do I follow to make homemade sourdough bread?",
+    "Share prices dropped steeply once the central bank raised rates.",
+    "How can I keep my cat from clawing the couch?",
+    "Which city is the capital of France?",
+]
+UNRELATED = [
+    "The chemical formula of table salt is NaCl.",
+    "He scored two goals in the second half of the football match.",
+    "Quantum computers use qubits instead of classical bits.",
+    "Tie the rope with a bowline knot before climbing.",
+]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_embedder("bundled")
+
+
+class CountingCompute:
+    """A real compute_fn (the bundled model) that counts its calls and the texts it saw."""
+
+    def __init__(self, model):
+        self.model, self.calls, self.texts = model, 0, []
+
+    def __call__(self, texts):
+        self.calls += 1
+        self.texts.append(list(texts))
+        return embed_texts(self.model, texts, batch_size=16)
+
+
+def make_pairs() -> list[PreferencePair]:
+    return [
+        PreferencePair(f"id{i}", f"Human: question {i % 2}\n\nAssistant:", PARAPHRASES[i], UNRELATED[i], f"src{i % 2}")
+        for i in range(4)
+    ]
+
+
+def test_embeddings_are_normalised_float32_rows(model):
+    e = embed_texts(model, ANCHORS, batch_size=2)
+    assert e.shape == (4, 384) and e.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    assert embed_texts(model, []).shape == (0, 384)
+
+
+def test_paraphrases_outrank_unrelated_text(model):
+    a, p, u = (embed_texts(model, t) for t in (ANCHORS, PARAPHRASES, UNRELATED))
+    to_para, to_unrelated = a @ p.T, a @ u.T
+    for i in range(len(ANCHORS)):
+        others = np.delete(to_para[i], i)
+        assert to_para[i, i] > 0.5, (ANCHORS[i], to_para[i, i])
+        assert to_para[i, i] > max(to_unrelated[i].max(), others.max()) + 0.2
+
+
+def test_filter_with_real_embeddings_keeps_the_paraphrase_pairs(model, tmp_path):
+    """Generations are the anchors; pairs whose chosen is a paraphrase must be the ones kept."""
+    pairs = [PreferencePair(f"p{i}", "Q:", PARAPHRASES[i], UNRELATED[i], "para") for i in range(4)]
+    pairs += [PreferencePair(f"u{i}", "Q:", UNRELATED[i], PARAPHRASES[i], "unrel") for i in range(4)]
+    cfg = FilterConfig(strategy="chosen", selection="budget", budget=4, cache_dir=str(tmp_path))
+    pool = cached_pool_embeddings(pairs, cfg, CountingCompute(model))
+    sel = select_pairs(pairs, pool, embed_texts(model, ANCHORS), None, cfg)
+    assert sorted(sel.indices.tolist()) == [0, 1, 2, 3]
+    assert sel.source_mix == {"para": 4}
+
+
+def test_batch_embedder_adds_an_embedding_column(model):
+    embedder = BatchEmbedder(model_name="bundled", batch_size=2, text_column="text")
+    batch = {"text": np.array(ANCHORS[:3], dtype=object), "row": np.arange(3)}
+    out = embedder(batch)
+    assert out["row"].tolist() == [0, 1, 2] and out["embedding"].shape == (3, 384)
+    np.testing.assert_allclose(out["embedding"], embed_texts(model, ANCHORS[:3]), atol=1e-5)
+    with pytest.raises(EmbeddingError, match="no text column 'text'"):
+        embedder({"prompt": np.array(["x"], dtype=object)})
+
+
+def test_cache_hit_skips_compute_and_returns_the_same_arrays(model, tmp_path):
+    cfg = FilterConfig(cache_dir=str(tmp_path))
+    compute = CountingCompute(model)
+    first = cached_pool_embeddings(make_pairs(), cfg, compute)
+    assert compute.calls == 1 and not first.from_cache
+    # Distinct texts only: 4 chosen + 4 rejected + 2 distinct prompts.
+    assert len(compute.texts[0]) == 10
+    second = cached_pool_embeddings(make_pairs(), cfg, compute)
+    assert compute.calls == 1 and second.from_cache
+    for part in ("chosen", "rejected", "prompt"):
+        np.testing.assert_array_equal(getattr(first, part), getattr(second, part))
+    assert first.chosen.shape == (4, 384)
+    np.testing.assert_allclose(first.prompt[0], first.prompt[2], atol=1e-6)  # same prompt text
+
+    (entry,) = [p for p in tmp_path.iterdir()]  # one entry, no temporary folders left behind
+    assert sorted(f.name for f in entry.iterdir()) == ["chosen.npy", "meta.json", "prompt.npy", "rejected.npy"]
+    meta = json.loads((entry / "meta.json").read_text())
+    assert meta["n"] == 4 and meta["dim"] == 384 and meta["fingerprint"] == first.fingerprint
+    assert meta["model"] == model_identity("bundled") and meta["shapes"]["chosen"] == [4, 384]
+
+
+def test_changed_pair_or_mode_changes_the_fingerprint_and_recomputes(model, tmp_path):
+    cfg = FilterConfig(cache_dir=str(tmp_path))
+    compute = CountingCompute(model)
+    pairs = make_pairs()
+    base = cached_pool_embeddings(pairs, cfg, compute)
+    edited = list(pairs)
+    edited[2] = PreferencePair("id2", pairs[2].prompt, pairs[2].chosen + " Indeed.", pairs[2].rejected, "src0")
+    changed = cached_pool_embeddings(edited, cfg, compute)
+    assert changed.fingerprint != base.fingerprint and compute.calls == 2
+    assert not np.allclose(changed.chosen[2], base.chosen[2]) and np.allclose(changed.chosen[0], base.chosen[0], atol=1e-5)
+    # Only the source differs: embeddings cannot differ, so the cache entry is reused.
+    resourced = [PreferencePair(p.id, p.prompt, p.chosen, p.rejected, "other") for p in pairs]
+    assert pool_fingerprint(resourced, "response") == base.fingerprint
+    with_prompt = cached_pool_embeddings(pairs, FilterConfig(cache_dir=str(tmp_path), embed="prompt_response"), compute)
+    assert with_prompt.fingerprint != base.fingerprint and compute.calls == 3
+    assert not np.allclose(with_prompt.chosen, base.chosen)
+
+
+def test_broken_cache_entry_is_recomputed(model, tmp_path):
+    cfg = FilterConfig(cache_dir=str(tmp_path))
+    compute = CountingCompute(model)
+    good = cached_pool_embeddings(make_pairs(), cfg, compute)
+    (entry,) = list(tmp_path.iterdir())
+    (entry / "chosen.npy").write_bytes(b"not an array")
+    again = cached_pool_embeddings(make_pairs(), cfg, compute)
+    assert compute.calls == 2 and not again.from_cache
+    np.testing.assert_allclose(again.chosen, good.chosen, atol=1e-6)
+    assert cached_pool_embeddings(make_pairs(), cfg, compute).from_cache
+
+
+def test_bad_inputs_fail_with_a_clear_error(tmp_path):
+    cfg = FilterConfig(cache_dir=str(tmp_path))
+    with pytest.raises(EmbeddingError, match=r"compute_fn returned shape \(3, 8\) for 10 texts"):
+        cached_pool_embeddings(make_pairs(), cfg, lambda texts: np.ones((3, 8)))
+    with pytest.raises(EmbeddingError, match="empty preference pool"):
+        cached_pool_embeddings([], cfg, lambda texts: np.ones((0, 8)))
+    with pytest.raises(EmbeddingError, match="filter.embed must be one of"):
+        compose_text("p", "r", "prompt_only")
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_prompt_response_text_keeps_the_response_when_the_prompt_is_long():
+    text = compose_text("Human: " + "blah " * 1000 + "\n\nAssistant:", " Sure, here it is.", "prompt_response")
+    assert text.endswith("Assistant:\nSure, here it is.") and len(text) < 700
+    assert compose_text("Human: hi\n\nAssistant:", " Hello!", "response") == " Hello!"

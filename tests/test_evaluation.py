@@ -1,0 +1,50 @@
+"""Win rate and mean intervals on hand-made inputs."""
+
+import math
+
+import pytest
+import torch
+
+from frft_ray.evaluation import mean_ci, win_rate
+
+
+def test_win_rate_counts_ties_half():
+    a = [3.0, 1.0, 2.0, 5.0, 0.0]
+    b = [1.0, 1.0, 4.0, 2.0, 0.0]
+    out = win_rate(a, b)
+    assert (out["wins"], out["ties"], out["losses"], out["n"]) == (2, 2, 1, 5)
+    assert out["estimate"] == pytest.approx((2 + 0.5 * 2) / 5)
+    # outcomes 1, .5, 0, 1, .5: mean .6, sample sd sqrt(0.175)
+    half = 1.959963984540054 * math.sqrt(0.175) / math.sqrt(5)
+    assert out["ci95"] == pytest.approx([0.6 - half, 0.6 + half])
+
+
+def test_win_rate_ci_clipped_and_symmetric():
+    all_wins = win_rate(torch.ones(10), torch.zeros(10))
+    assert all_wins["estimate"] == 1.0 and all_wins["ci95"] == [1.0, 1.0]
+    even = win_rate(list(range(100)), list(range(99, -1, -1)))
+    assert even["estimate"] == pytest.approx(0.5)
+    lo, hi = even["ci95"]
+    assert lo < 0.5 < hi and hi - 0.5 == pytest.approx(0.5 - lo)
+    assert 0.0 <= lo and hi <= 1.0
+    flipped = win_rate(list(range(99, -1, -1)), list(range(100)))
+    assert flipped["estimate"] == pytest.approx(1 - even["estimate"])
+
+
+def test_win_rate_rejects_bad_input():
+    with pytest.raises(ValueError, match="3 scores for A but 2 for B"):
+        win_rate([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match="no scores"):
+        win_rate([], [])
+    with pytest.raises(ValueError, match="NaN"):
+        win_rate([1.0, float("nan")], [0.0, 0.0])
+
+
+def test_mean_ci():
+    out = mean_ci([1.0, 2.0, 3.0, 4.0])
+    sd = math.sqrt(5 / 3)
+    assert out["mean"] == 2.5 and out["std"] == pytest.approx(sd) and out["n"] == 4
+    assert out["ci95"] == pytest.approx([2.5 - 1.959963984540054 * sd / 2, 2.5 + 1.959963984540054 * sd / 2])
+    assert mean_ci([7.0])["ci95"] == [7.0, 7.0]
+    with pytest.raises(ValueError, match="no values"):
+        mean_ci([])

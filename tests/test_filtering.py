@@ -1,0 +1,221 @@
+"""Filtering on constructed embeddings where the right pairs are known by construction."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from frft_ray.config import FilterConfig
+from frft_ray.data.records import PreferencePair
+from frft_ray.embedding import PoolEmbeddings
+from frft_ray.filtering import SIMILARITY_STRATEGIES, FilterError, select_pairs
+
+D = 16
+
+
+def vec(**axes: float) -> np.ndarray:
+    """A unit vector from {"e<axis>": weight}: vec(e0=0.9, e4=0.436) has cosine ~0.9 with e0."""
+    v = np.zeros(D, dtype=np.float32)
+    for name, w in axes.items():
+        v[int(name[1:])] = w
+    return v / np.linalg.norm(v)
+
+
+def pairs_for(n: int, sources=("a", "b")) -> list[PreferencePair]:
+    return [PreferencePair(f"p{i}", f"prompt {i}", f"c{i}", f"r{i}", sources[i % len(sources)]) for i in range(n)]
+
+
+def pool(chosen, rejected, prompt) -> PoolEmbeddings:
+    return PoolEmbeddings(np.stack(chosen), np.stack(rejected), np.stack(prompt))
+
+
+def run(pool_emb, gens, gen_prompts=None, seed=0, **cfg):
+    pairs = pairs_for(len(pool_emb))
+    return select_pairs(pairs, pool_emb, gens, gen_prompts, FilterConfig(**cfg), seed=seed)
+
+
+# Generations all point along e0. Scores of each pair's (chosen, rejected) against them:
+#   A (1.0, 0.0)  B (0.0, 1.0)  C (0.9, 1.0)  D (0.0, 0.0)  E (0.5, 0.85)
+GENS = np.stack([vec(e0=1), vec(e0=1)])
+GEN_PROMPTS = np.stack([vec(e8=1), vec(e8=1)])
+POOL = pool(
+    chosen=[vec(e0=1), vec(e3=1), vec(e0=0.9, e4=0.43589), vec(e5=1), vec(e0=0.5, e7=0.86603)],
+    rejected=[vec(e2=1), vec(e0=1), vec(e0=1), vec(e6=1), vec(e0=0.85, e9=0.52678)],
+    prompt=[vec(e8=1)] * 5,
+)
+A, B, C, D_, E = range(5)
+
+
+@pytest.mark.parametrize(
+    "strategy,expected",
+    [
+        ("chosen", [A, C]),
+        ("rejected", [B, C, E]),
+        ("either", [A, B, C, E]),
+        ("both", [C]),
+    ],
+)
+def test_each_strategy_picks_the_expected_pairs(strategy, expected):
+    sel = run(POOL, GENS, GEN_PROMPTS, strategy=strategy, selection="threshold", threshold=0.8)
+    assert sel.indices.tolist() == expected  # best first, ties in pool order
+    assert sel.count == len(expected)
+    assert sel.threshold == 0.8 and sel.strategy == strategy
+    assert np.all(sel.scores[sel.indices] >= 0.8)
+
+
+def test_either_and_both_scores_are_max_and_min_of_the_sides():
+    ch = run(POOL, GENS, strategy="chosen").scores
+    rj = run(POOL, GENS, strategy="rejected").scores
+    np.testing.assert_allclose(run(POOL, GENS, strategy="either").scores, np.maximum(ch, rj), atol=1e-6)
+    np.testing.assert_allclose(run(POOL, GENS, strategy="both").scores, np.minimum(ch, rj), atol=1e-6)
+    np.testing.assert_allclose(ch, [1.0, 0.0, 0.9, 0.0, 0.5], atol=1e-4)
+
+
+# Two policy prompts: e8 (its generation is e0) and e9 (its generation is e1).
+PM_GENS = np.stack([vec(e0=1), vec(e1=1)])
+PM_GEN_PROMPTS = np.stack([vec(e8=1), vec(e9=1)])
+PM_POOL = pool(
+    chosen=[vec(e0=1), vec(e1=1), vec(e1=1), vec(e3=1)],
+    rejected=[vec(e5=1), vec(e5=1), vec(e5=1), vec(e0=1)],
+    # P: on e8, writes like e8's generation. Q: on e8 but writes like e9's generation.
+    # R: prompt close to e9, writes like e9's generation. S: on e9, its rejected looks like e8's generation.
+    prompt=[vec(e8=1), vec(e8=1), vec(e9=0.9, e12=0.43589), vec(e9=1)],
+)
+P, Q, R, S = range(4)
+
+
+def test_prompt_matched_compares_only_with_the_matched_prompts_generations():
+    sel = run(PM_POOL, PM_GENS, PM_GEN_PROMPTS, strategy="prompt_matched", selection="threshold", threshold=0.8)
+    assert sorted(sel.indices.tolist()) == [P, R]
+    np.testing.assert_allclose(sel.scores, [1.0, 0.0, 1.0, 0.0], atol=1e-5)
+    # Without prompt matching every pair has a response that looks like some generation.
+    either = run(PM_POOL, PM_GENS, PM_GEN_PROMPTS, strategy="either", selection="threshold", threshold=0.8)
+    assert sorted(either.indices.tolist()) == [P, Q, R, S]
+
+
+def test_prompt_matched_groups_repeated_prompts_despite_float_noise_or_explicit_groups():
+    gens = np.stack([vec(e0=1), vec(e2=1), vec(e1=1), vec(e6=1)])  # two samples per prompt
+    noise = np.random.default_rng(0).normal(scale=1e-7, size=(4, D)).astype(np.float32)
+    prompts = np.stack([vec(e8=1), vec(e8=1), vec(e9=1), vec(e9=1)]) + noise
+    cfg = FilterConfig(strategy="prompt_matched", aggregate="topk_mean", aggregate_k=2)
+    implicit = select_pairs(pairs_for(4), PM_POOL, gens, prompts, cfg)
+    explicit = select_pairs(pairs_for(4), PM_POOL, gens, prompts, cfg, gen_groups=np.array([7, 7, 3, 3]))
+    # P's chosen matches one of e8's two generations: top-2 mean is (1 + 0) / 2.
+    np.testing.assert_allclose(implicit.scores, [0.5, 0.0, 0.5, 0.0], atol=1e-5)
+    np.testing.assert_allclose(explicit.scores, implicit.scores, atol=1e-6)
+
+
+def test_topk_mean_rewards_consistent_similarity_over_one_lucky_match():
+    gens = np.stack([vec(e0=1), vec(e1=1), vec(e1=1), vec(e1=1)])
+    emb = pool([vec(e0=1), vec(e1=1), vec(e0=0.7, e1=0.71414)], [vec(e5=1)] * 3, [vec(e8=1)] * 3)
+    mx = run(emb, gens, aggregate="max").scores
+    top3 = run(emb, gens, aggregate="topk_mean", aggregate_k=3).scores
+    np.testing.assert_allclose(mx, [1.0, 1.0, 0.71414], atol=1e-4)
+    np.testing.assert_allclose(top3, [1 / 3, 1.0, 0.71414], atol=1e-4)  # its top 3 are all e1 samples
+    # k larger than the number of generations averages over all of them.
+    np.testing.assert_allclose(run(emb, gens[:2], aggregate="topk_mean", aggregate_k=50).scores, [0.5, 0.5, 0.70707], atol=1e-4)
+
+
+def random_unit(rng, n, d=32):
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def big():
+    rng = np.random.default_rng(42)
+    n, g = 500, 20
+    emb = PoolEmbeddings(random_unit(rng, n), random_unit(rng, n), random_unit(rng, n))
+    gens = random_unit(rng, g)
+    gen_prompts = np.repeat(random_unit(rng, 5), 4, axis=0)  # 5 prompts x 4 samples
+    brute = (emb.chosen @ gens.T).max(axis=1)  # the unchunked reference for `chosen` + `max`
+    return emb, gens, gen_prompts, brute
+
+
+def test_budget_keeps_the_top_k_best_first(big):
+    emb, gens, _, brute = big
+    sel = run(emb, gens, strategy="chosen", selection="budget", budget=50)
+    assert sel.count == 50 and sel.threshold is None and sel.budget == 50
+    assert set(sel.indices.tolist()) == set(np.argsort(-brute)[:50].tolist())
+    assert np.all(np.diff(sel.scores[sel.indices]) <= 0)
+    np.testing.assert_allclose(sel.scores, brute, atol=1e-5)
+
+
+def test_threshold_and_budget_respect_both_limits(big):
+    emb, gens, _, brute = big
+    thr = float(np.quantile(brute, 0.8))
+    over = int((brute >= thr).sum())
+    sel_thr = run(emb, gens, selection="threshold", threshold=thr)
+    assert sel_thr.count == over and set(sel_thr.indices.tolist()) == set(np.flatnonzero(brute >= thr).tolist())
+    capped = run(emb, gens, selection="threshold_and_budget", threshold=thr, budget=30)
+    assert capped.count == 30 and np.all(capped.scores[capped.indices] >= thr)
+    assert capped.indices.tolist() == sel_thr.indices[:30].tolist()
+    uncapped = run(emb, gens, selection="threshold_and_budget", threshold=thr, budget=1000)
+    assert uncapped.count == over
+    assert run(emb, gens, selection="threshold", threshold=1.0).count == 0  # nothing is that similar
+
+
+def test_random_k_is_seeded_and_sized(big):
+    emb, gens, _, _ = big
+    a = run(emb, None, strategy="random-k", budget=50, seed=1)
+    b = run(emb, None, strategy="random-k", budget=50, seed=1)
+    c = run(emb, None, strategy="random-k", budget=50, seed=2)
+    assert a.count == 50 and len(set(a.indices.tolist())) == 50
+    assert a.indices.tolist() == b.indices.tolist() and a.indices.tolist() != c.indices.tolist()
+    assert np.all(np.isnan(a.scores)) and sum(a.histogram.values()) == 0
+    assert run(emb, None, strategy="random-k", budget=10_000).count == len(emb)
+    # With generations the same random set is reported best first, with diagnostic scores.
+    scored = run(emb, gens, strategy="random-k", budget=50, seed=1)
+    assert sorted(scored.indices.tolist()) == sorted(a.indices.tolist())
+    assert np.all(np.diff(scored.scores[scored.indices]) <= 0)
+
+
+def test_all_keeps_every_pair(big):
+    emb, gens, _, _ = big
+    assert run(emb, None, strategy="all").indices.tolist() == list(range(len(emb)))
+    assert run(emb, gens, strategy="all").count == len(emb)
+
+
+@pytest.mark.parametrize("aggregate", ["max", "topk_mean"])
+@pytest.mark.parametrize("strategy", SIMILARITY_STRATEGIES)
+def test_chunked_equals_unchunked(big, strategy, aggregate):
+    emb, gens, gen_prompts, _ = big
+    kw = dict(strategy=strategy, aggregate=aggregate, aggregate_k=3, selection="budget", budget=40)
+    small = run(emb, gens, gen_prompts, chunk_size=7, **kw)
+    whole = run(emb, gens, gen_prompts, chunk_size=100_000, **kw)
+    np.testing.assert_allclose(small.scores, whole.scores, atol=1e-6)
+    assert small.indices.tolist() == whole.indices.tolist()
+
+
+def test_report_histogram_and_source_mix(big):
+    emb, gens, _, _ = big
+    sel = run(emb, gens, selection="budget", budget=60)
+    assert sum(sel.histogram.values()) == len(emb) and len(sel.histogram) == 20
+    assert "[0.9,1.0]" in sel.histogram and "[-1.0,-0.9)" in sel.histogram
+    assert set(sel.source_mix) <= {"a", "b"} and sum(sel.source_mix.values()) == 60
+    d = json.loads(json.dumps(sel.to_dict(include_indices=True)))
+    assert d["count"] == 60 and d["pool_size"] == len(emb) and d["indices"] == sel.indices.tolist()
+    assert d["selected_score"]["min"] <= d["selected_score"]["max"]
+
+
+def test_bad_inputs_fail_with_a_clear_error(big):
+    emb, gens, _, _ = big
+    cfg = FilterConfig()
+    with pytest.raises(FilterError, match="needs the policy's generations"):
+        select_pairs(pairs_for(len(emb)), emb, np.zeros((0, 32), np.float32), None, cfg)
+    with pytest.raises(FilterError, match="empty preference pool"):
+        select_pairs([], PoolEmbeddings(*(np.zeros((0, 32), np.float32),) * 3), gens, None, cfg)
+    with pytest.raises(FilterError, match="pool_emb has 500 rows but there are 3 pairs"):
+        select_pairs(pairs_for(3), emb, gens, None, cfg)
+    with pytest.raises(FilterError, match="gen_emb has dim 8"):
+        select_pairs(pairs_for(len(emb)), emb, gens[:, :8], None, cfg)
+    with pytest.raises(FilterError, match="prompt_matched needs gen_prompt_emb"):
+        select_pairs(pairs_for(len(emb)), emb, gens, None, FilterConfig(strategy="prompt_matched"))
+    with pytest.raises(FilterError, match="gen_emb contains NaN"):
+        select_pairs(pairs_for(len(emb)), emb, np.full_like(gens, np.nan), None, cfg)
+    broken = PoolEmbeddings(emb.chosen.copy(), emb.rejected, emb.prompt)
+    broken.chosen[123, 0] = np.inf
+    with pytest.raises(FilterError, match="pool_emb.chosen contains NaN or infinite"):
+        select_pairs(pairs_for(len(emb)), broken, gens, None, cfg)

@@ -1,0 +1,185 @@
+"""The RM endpoint over real HTTP on 127.0.0.1: scores, OpenRLHF format, bad input, auth, hot swap.
+
+One Ray instance and one Serve instance for the module (~8 s each); two apps: `frft_rm` (no
+auth, at /) and `frft_rm_auth` (bearer token, at /auth).
+"""
+
+import concurrent.futures as cf
+import json
+import math
+import os
+import threading
+import time
+
+import pytest
+import requests
+
+ray = pytest.importorskip("ray")
+from ray import serve  # noqa: E402
+
+from frft_ray.config import ModelsConfig, ServeConfig  # noqa: E402
+from frft_ray.models import build_reward_model, load_reward_checkpoint, save_checkpoint, score, train_tokenizer  # noqa: E402
+from serve import launch  # noqa: E402
+
+PORT = 18431
+URL = f"http://127.0.0.1:{PORT}"
+TOKEN = "s3cret-test-token"
+TEXTS = [f"question {i} about cats and dogs, answer number {i * 7} is here" for i in range(200)]
+PAIRS = [("Human: hi", " Assistant: hello there"), ("Q: 2+2?", " 4"), ("", "just a response"),
+         ("a much longer prompt about many different things", " and an answer")]
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rm")
+    tok = train_tokenizer(TEXTS, 512, 256)
+    paths = {}
+    for v in (1, 2):
+        rm = build_reward_model(ModelsConfig(), tok, seed=v)
+        paths[v] = str(save_checkpoint(root / f"v{v}", rm, tok, None, {"version": v, "iteration": v - 1,
+                                                                       "heldout_accuracy": 0.5 + v / 10}))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def server(ckpts):
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=200 * 2**20, _temp_dir="/tmp/frs_serve")
+    cfg = ServeConfig(port=PORT, max_items=8, max_text_chars=200, max_batch_size=16)
+    url = launch.start_server(cfg, ckpts[1], num_cpus=0.25)
+    os.environ["FRFT_TEST_TOKEN"] = TOKEN
+    auth_url = launch.start_server(cfg.model_copy(update={"auth_token_env": "FRFT_TEST_TOKEN"}), ckpts[1],
+                                   app_name="frft_rm_auth", route_prefix="/auth", num_cpus=0.25)
+    yield url, auth_url
+    serve.shutdown()
+    ray.shutdown()
+
+
+def direct(path, pairs):
+    m = load_reward_checkpoint(path)
+    return [score(m.model, m.tokenizer, [p], [r], 160).item() for p, r in pairs]
+
+
+def post(path, body=None, data=None, headers=None, base=URL):
+    return requests.post(base + path, json=body, data=data, headers=headers, timeout=30)
+
+
+def test_scores_match_direct_rm(server, ckpts):
+    r = post("/v1/score", {"items": [{"prompt": p, "response": q} for p, q in PAIRS]})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["model_version"] == 1
+    assert out["scores"] == pytest.approx(direct(ckpts[1], PAIRS), abs=1e-5)
+    info = requests.get(URL + "/v1/model", timeout=10).json()
+    assert info["model_version"] == 1 and info["iteration"] == 0 and info["heldout_accuracy"] == pytest.approx(0.6)
+    assert info["checkpoint"] == ckpts[1]
+    assert requests.get(URL + "/health", timeout=10).json() == {"status": "ok", "model_version": 1}
+
+
+def test_openrlhf_round_trip(server, ckpts):
+    queries = [p + q for p, q in PAIRS]
+    expect = direct(ckpts[1], PAIRS)
+    r = post("/get_reward", {"query": queries, "prompts": [p for p, _ in PAIRS], "labels": [None] * 4})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["rewards"] == pytest.approx(expect, abs=1e-5)
+    assert out["scores"] == pytest.approx([1 / (1 + math.exp(-x)) for x in expect], abs=1e-5)
+    assert out["extra_logs"]["model_version"] == [1.0] * 4
+    # no prompts: the whole query is scored as the response with an empty prompt
+    alone = post("/get_reward", {"query": queries}).json()["rewards"]
+    assert alone == pytest.approx(direct(ckpts[1], [("", q) for q in queries]), abs=1e-5)
+
+
+BAD = [
+    ("/v1/score", None, "{not json", 400, "not valid JSON"),
+    ("/v1/score", {"items": []}, None, 422, "items"),
+    ("/v1/score", {"items": [{"prompt": 1, "response": "x"}]}, None, 422, "items[0].prompt"),
+    ("/v1/score", {"items": [{"prompt": "x"}]}, None, 422, "items[0].response"),
+    ("/v1/score", {"items": "abc"}, None, 422, "items"),
+    ("/v1/score", {"itemz": []}, None, 422, "itemz"),
+    ("/v1/score", [1, 2], None, 422, "body"),
+    ("/v1/score", {"items": [{"prompt": "a", "response": "b"}] * 9}, None, 413, "max_items=8"),
+    ("/v1/score", {"items": [{"prompt": "a", "response": "b" * 201}]}, None, 413, "max_text_chars=200"),
+    ("/get_reward", {"query": []}, None, 422, "query"),
+    ("/get_reward", {"query": ["ok", 3]}, None, 422, "query[1]"),
+    ("/get_reward", {"query": ["hello"], "prompts": ["bye"]}, None, 422, "does not start with prompts[0]"),
+    ("/get_reward", {"query": ["a", "b"], "prompts": ["a"]}, None, 422, "must match"),
+    ("/get_reward", {"query": ["q"] * 9}, None, 413, "max_items=8"),
+]
+
+
+@pytest.mark.parametrize("path,body,data,status,needle", BAD, ids=[f"{b[3]}-{i}" for i, b in enumerate(BAD)])
+def test_bad_input_is_4xx_with_message(server, path, body, data, status, needle):
+    r = post(path, body, data=data, headers={"content-type": "application/json"} if data else None)
+    assert r.status_code == status, r.text
+    err = r.json()
+    assert needle in err["message"], err
+    assert post("/v1/score", {"items": [{"prompt": "p", "response": "r"}]}).status_code == 200
+
+
+def test_oversized_body_refused_before_parsing(server):
+    r = post("/v1/score", data="x" * 3_000_000, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "bytes" in r.json()["message"]
+
+
+def test_auth(server):
+    _, auth_url = server
+    body = {"items": [{"prompt": "p", "response": "r"}]}
+    assert post("/v1/score", body, base=auth_url).status_code == 401
+    assert post("/v1/score", body, base=auth_url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert post("/get_reward", {"query": ["x"]}, base=auth_url).status_code == 401
+    r = post("/v1/score", body, base=auth_url, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200 and r.json()["model_version"] == 1
+    assert requests.get(auth_url + "/health", timeout=10).status_code == 200  # open by design
+    assert requests.get(auth_url + "/v1/model", timeout=10).status_code == 401
+    assert post("/v1/score", body).status_code == 200  # the other app has auth off
+
+
+def test_versions_never_go_backwards(server, ckpts):
+    with pytest.raises(ValueError, match="not newer"):
+        launch.publish_rm(ckpts[2], version=1)
+    with pytest.raises(FileNotFoundError):
+        launch.publish_rm("/nonexistent/rm")
+
+
+def test_hot_swap_under_load(server, ckpts):
+    """32 clients hammer the endpoint while v2 is published: no failures, no version goes back."""
+    stop = threading.Event()
+    item = {"items": [{"prompt": PAIRS[0][0], "response": PAIRS[0][1]}]}
+
+    def client(_):
+        seen, failures, s = [], [], requests.Session()
+        while not stop.is_set():
+            try:
+                r = s.post(URL + "/v1/score", json=item, timeout=30)
+                if r.status_code != 200:
+                    failures.append(r.status_code)
+                else:
+                    out = r.json()
+                    seen.append((out["model_version"], out["scores"][0]))
+            except requests.RequestException as e:
+                failures.append(repr(e))
+        return seen, failures
+
+    with cf.ThreadPoolExecutor(32) as pool:
+        futs = [pool.submit(client, i) for i in range(32)]
+        time.sleep(1.5)
+        launch.publish_rm(ckpts[2])  # version 2 from meta.json
+        launch.wait_for_version(URL, 2, timeout_s=60)
+        time.sleep(1.0)
+        stop.set()
+        results = [f.result() for f in futs]
+
+    expect = dict(zip((1, 2), (direct(ckpts[v], PAIRS[:1])[0] for v in (1, 2))))
+    assert all(not fails for _, fails in results), [f for _, f in results if f][:3]
+    for seen, _ in results:
+        versions = [v for v, _ in seen]
+        assert versions == sorted(versions), "a client saw the version go backwards"
+        for v, s in seen:
+            assert s == pytest.approx(expect[v], abs=1e-5)
+    assert sum(len(s) for s, _ in results) > 64
+    assert any(v == 2 for seen, _ in results for v, _ in seen)
+    after = post("/v1/score", {"items": [{"prompt": p, "response": q} for p, q in PAIRS]}).json()
+    assert after["model_version"] == 2
+    assert after["scores"] == pytest.approx(direct(ckpts[2], PAIRS), abs=1e-5)
+    assert json.loads(requests.get(URL + "/v1/model", timeout=10).text)["checkpoint"] == ckpts[2]

@@ -1,0 +1,100 @@
+"""SFT batches mask the prompt and learn the response; training lowers the loss on a small set."""
+
+import random
+
+import pytest
+import torch
+
+from frft_ray.algorithms.sft import IGNORE, sft_batch, sft_loss, train_sft
+from frft_ray.config import ModelsConfig, TinyModelConfig
+from frft_ray.models import build_policy, train_tokenizer
+
+NAMES = ["Ada", "Bo", "Cy", "Dee", "Eli", "Fay"]
+FOODS = ["soup", "rice", "pears", "bread", "cheese", "plums"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a shared 2-core box, 2 spinning OpenMP threads slow tiny models ~10x."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def demos(n: int, seed: int = 0):
+    rng = random.Random(seed)
+    prompts, responses = [], []
+    for _ in range(n):
+        name, food = rng.choice(NAMES), rng.choice(FOODS)
+        prompts.append(f"What does {name} eat?\nAnswer:")
+        responses.append(f" {name} eats {food} every day.")
+    return prompts, responses
+
+
+@pytest.fixture(scope="module")
+def tok():
+    p, r = demos(2000, 7)
+    return train_tokenizer([a + b for a, b in zip(p, r)], vocab_size=300, model_max_length=128)
+
+
+def tiny_policy(tok):
+    mcfg = ModelsConfig(tiny=TinyModelConfig(n_layer=2, n_embd=64, n_head=4, n_positions=128, vocab_size=300))
+    return build_policy(mcfg, tok, seed=0)
+
+
+def test_sft_batch_masks_prompt_and_right_pads(tok):
+    b = sft_batch(tok, ["What does Ada eat?\nAnswer:", "Hi"], [" Ada eats soup every day.", " yes"], max_length=64)
+    p0 = len(tok("What does Ada eat?\nAnswer:")["input_ids"])
+    r0 = tok(" Ada eats soup every day.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert (b["labels"][0, :p0] == IGNORE).all()
+    assert b["labels"][0, p0 : p0 + len(r0)].tolist() == r0  # response + EOS are the targets
+    n1 = int(b["attention_mask"][1].sum())
+    assert b["attention_mask"][1, :n1].all() and not b["attention_mask"][1, n1:].any()  # right padding
+    assert (b["input_ids"][1, n1:] == tok.pad_token_id).all() and (b["labels"][1, n1:] == IGNORE).all()
+    assert b["position_ids"][1, :n1].tolist() == list(range(n1))
+    # too long: the prompt is cut on the left, the whole response (+EOS) kept
+    t = sft_batch(tok, ["What does Ada eat?\nAnswer:" * 20], [" Ada eats soup every day."], max_length=24)
+    assert t["input_ids"].shape[1] == 24
+    assert t["labels"][0, -len(r0) :].tolist() == r0
+    with pytest.raises(ValueError, match="2 prompts but 1 responses"):
+        sft_batch(tok, ["a", "b"], ["c"], 16)
+
+
+def test_sft_loss_equals_hf_loss_on_response_tokens(tok):
+    model = tiny_policy(tok).eval()
+    p, r = demos(4, 1)
+    b = sft_batch(tok, p, r, 64)
+    with torch.no_grad():
+        hf = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"]).loss
+        ours = sft_loss(model, tok, p, r, 64)
+    assert ours.item() == pytest.approx(hf.item(), rel=1e-5)
+    assert ours.item() == pytest.approx(torch.log(torch.tensor(float(len(tok)))).item(), rel=0.1)  # untrained ~ uniform
+
+
+def test_train_sft_lowers_loss(tok):
+    model = tiny_policy(tok)
+    p, r = demos(96, 2)
+    out = train_sft(model, tok, p, r, epochs=3, lr=3e-3, batch_size=16, max_length=64, seed=0, progress=False)
+    assert out["steps"] == 18
+    assert out["loss_end"] < 0.5 * out["loss_start"], out
+    held_p, held_r = demos(32, 3)
+    with torch.no_grad():
+        assert sft_loss(model, tok, held_p, held_r, 64).item() < 0.5 * out["loss_start"]
+
+
+def test_sft_lowers_loss_on_benchmark_demonstrations():
+    from frft_ray.config import BenchmarkConfig
+    from frft_ray.data.benchmark import make_benchmark
+
+    bm = make_benchmark(BenchmarkConfig(seed=0, sft_size=320, pool_size=10, eval_prompts=1))
+    btok = train_tokenizer([d.prompt + d.response for d in bm.sft], vocab_size=1024, model_max_length=256)
+    mcfg = ModelsConfig(tiny=TinyModelConfig(n_layer=2, n_embd=64, n_head=4, n_positions=256, vocab_size=1024))
+    model = build_policy(mcfg, btok, seed=0)
+    train, held = bm.sft[:256], bm.sft[256:]
+    out = train_sft(model, btok, [d.prompt for d in train], [d.response for d in train],
+                    epochs=2, lr=3e-3, batch_size=32, max_length=160, seed=0, progress=False)
+    assert out["loss_end"] < 0.7 * out["loss_start"], out
+    with torch.no_grad():
+        held_loss = sft_loss(model.eval(), btok, [d.prompt for d in held], [d.response for d in held], 160).item()
+    assert held_loss < 0.7 * out["loss_start"]
