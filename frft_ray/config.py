@@ -179,6 +179,7 @@ class ServeConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     replicas: int = Field(1, ge=1)
+    num_cpus_per_replica: float = Field(0.25, ge=0)
     autoscale_max_replicas: int | None = Field(None, ge=1)
     max_batch_size: int = Field(32, ge=1)
     batch_wait_timeout_s: float = Field(0.005, ge=0)

@@ -85,6 +85,10 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict | None:
             metrics.log({"phase": "base", **{f"sft/{k}": v for k, v in sft_metrics.items()},
                          "rm/heldout_accuracy": rm0.get("eval_accuracy"), "rm/records": len(rm0_pairs)}, step=0)
 
+        # ---- the RM endpoint serves the newest RM for the rest of the run (serve.enabled)
+        newest = state.get("published", {"path": state["rm0_path"], "version": 0})
+        phases.start_serving(cfg, run_dir / newest["path"], newest["version"])
+
         # ---- 2. RL arms: vanilla baseline, then FRFT (or random-refit)
         filter_cache = phases.PoolEmbeddingCache(cfg, data.pool)
         for arm_idx, arm in enumerate(arms_of(cfg)):
@@ -145,7 +149,8 @@ def _train_arm(cfg, run_dir, data, state, arm, arm_idx, metrics, filter_cache) -
             with timer("generate"):
                 samples = pool.generate(k_prompts, seed=int(rng.integers(1 << 30)))
                 samples_b = pool.generate(k_prompts[: cfg.eval.onpolicy_pairs], seed=int(rng.integers(1 << 30)))
-            record = {"arm": arm, "iteration": it, "path": phases.rel(run_dir, iter_dir)}
+            record = {"arm": arm, "iteration": it, "path": phases.rel(run_dir, iter_dir),
+                      "rollout_workers": pool.size, "samples": len(samples)}
 
             if arm in ("frft", "random-refit"):
                 with timer("embed_filter"):
@@ -163,6 +168,7 @@ def _train_arm(cfg, run_dir, data, state, arm, arm_idx, metrics, filter_cache) -
                     rm_path = iter_dir / "rm"
                     ray.get(learner.load_rm.remote(str(rm_path), rm_version))
                     phases.publish_rm(cfg, rm_path, rm_version)
+                    state["published"] = {"path": phases.rel(run_dir, rm_path), "version": rm_version}
                     record.update(rm_heldout=fit.get("eval_accuracy"), rm_fit_loss=fit.get("train_loss"))
                 else:
                     log.warning("[%s it %d] no pair passed the filter (threshold %.2f); keeping RM v%d",
@@ -178,11 +184,12 @@ def _train_arm(cfg, run_dir, data, state, arm, arm_idx, metrics, filter_cache) -
             record.update(phases.rm_truth_accuracy(learner, data, samples, samples_b))
 
             # T PPO steps against the current RM
-            scores = []
+            scores, ppo_samples = [], 0
             for step in tqdm(range(cfg.frft.steps_per_iteration), desc=f"{arm} it {it} PPO", leave=False):
                 prompts = list(rng.choice(data.train_prompts, size=cfg.ppo.batch_size))
                 with timer("generate"):
                     batch = pool.generate(prompts, seed=int(rng.integers(1 << 30)))
+                ppo_samples += len(batch)
                 with timer("ppo"):
                     stats = ray.get(learner.train_step.remote(batch))
                 with timer("sync"):
@@ -191,7 +198,7 @@ def _train_arm(cfg, run_dir, data, state, arm, arm_idx, metrics, filter_cache) -
                 global_step = (it - 1) * cfg.frft.steps_per_iteration + step + 1
                 metrics.log({"arm": arm, "iteration": it, "step": global_step, **stats}, step=global_step,
                             prefix=f"{arm}/")
-            record.update(score_first=scores[0], score_last=scores[-1], scores=scores)
+            record.update(score_first=scores[0], score_last=scores[-1], scores=scores, ppo_samples=ppo_samples)
             record["timing"] = {k: round(v, 3) for k, v in timer.totals.items()}
             state["timing"] = _add_timing(state["timing"], timer)
 

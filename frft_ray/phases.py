@@ -201,10 +201,22 @@ def ray_init(cfg: RunConfig) -> bool:
     return True
 
 
+def start_serving(cfg: RunConfig, rm_path: Path, version: int) -> str | None:
+    """Bring up the RM endpoint (when `serve.enabled`) on the current RM; it stays up during the run."""
+    if not cfg.serve.enabled:
+        return None
+    from serve.launch import start_server
+
+    url = start_server(cfg.serve, str(rm_path), version=version, num_cpus=cfg.serve.num_cpus_per_replica)
+    log.info("reward model served at %s (version %d); POST /v1/score or /get_reward", url, version)
+    return url
+
+
 def publish_rm(cfg: RunConfig, rm_path: Path, version: int) -> None:
-    """Tell the Serve endpoint (when `serve.enabled`) to hot-swap to this RM version."""
+    """Tell the Serve endpoint (when `serve.enabled`) to hot-swap to this RM version, in place."""
     if not cfg.serve.enabled:
         return
     from serve.launch import publish_rm as _publish
 
     _publish(str(rm_path), version)
+    log.info("published RM v%d to the endpoint", version)

@@ -122,8 +122,9 @@ def test_rm_on_gold_relabelled_benchmark_pairs_agrees_with_gold():
     texts = [d.prompt + d.response for d in bm.sft] + [p.prompt + p.chosen for p in bm.pool] + [p.prompt + p.rejected for p in bm.pool]
     btok = train_tokenizer(texts, vocab_size=2048, model_max_length=256)
     pairs = relabel_by_gold(bm.pool)
-    train, held = pairs[:500], pairs[500:700]
+    train, held = pairs[:500], pairs[500:900]
     assert all(gold_reward(p.prompt, p.chosen) > gold_reward(p.prompt, p.rejected) for p in held)
     rm = build_reward_model(ModelsConfig(), btok, seed=0)  # the default tiny RM: GPT-2 L2 d128
-    out = fit_reward_model(rm, btok, train, held, epochs=2, lr=1e-3, batch_size=32, max_length=160, seed=0, progress=False)
+    out = fit_reward_model(rm, btok, train, held, epochs=2, lr=2e-3, batch_size=32, max_length=160, seed=0, progress=False)
+    # measured 0.765 (seed 0); seeds 1, 2 give 0.752, 0.788: 500 pairs is near this model's limit here
     assert out["eval_accuracy"] >= 0.75, {k: v for k, v in out.items() if k != "records"}

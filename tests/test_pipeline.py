@@ -90,6 +90,10 @@ def test_resume_continues_from_iteration_two(ray_local):
     assert (run_dir / "latest").read_text().strip() == "ckpt/frft-iter-001"
     assert not (run_dir / "summary.json").exists()
     state1 = json.loads((run_dir / "ckpt/frft-iter-001/driver_state.json").read_text())
+    # scale the rollout pool between iterations: the resumed driver picks it up at the boundary
+    from frft_ray.cli import main
+
+    assert main(["scale", str(run_dir), "--rollout-workers", "2"]) == 0
     resumed = load_config(run_dir / "config.yaml", ["frft.stop_after=null"])
     summary = _run(resumed, run_dir, resume=True)
     assert summary is not None and (run_dir / "summary.json").exists()
@@ -98,9 +102,36 @@ def test_resume_continues_from_iteration_two(ray_local):
     iter_records = [x["iteration"] for x in iters if x.get("arm") == "frft" and "records" in x]
     assert iter_records == [1, 2]  # iteration 1 ran once, then 2: continued, not restarted
     state2 = json.loads((run_dir / "ckpt/frft-iter-002/driver_state.json").read_text())
-    assert state2["arms"]["frft"]["iterations"][0] == state1["arms"]["frft"]["iterations"][0]
+    its = state2["arms"]["frft"]["iterations"]
+    assert its[0] == state1["arms"]["frft"]["iterations"][0]
+    assert [r["rollout_workers"] for r in its] == [1, 2]
+    assert its[0]["samples"] == its[1]["samples"] and its[0]["ppo_samples"] == its[1]["ppo_samples"] > 0
     # the policy kept training: version after iteration 2 = 2 iterations x 2 steps
     meta = json.loads((run_dir / "ckpt/frft-iter-002/policy/meta.json").read_text())
     assert meta["policy_version"] == 4
     # resuming a finished run says so and does nothing
     assert _run(resumed, run_dir, resume=True) is None
+
+
+def test_two_rollout_workers_return_the_same_samples_in_order_as_one(ray_local, tmp_path):
+    from actors.rollout_pool import RolloutPool
+    from frft_ray.config import ModelsConfig, RolloutConfig
+    from frft_ray.models import build_policy, save_checkpoint, train_tokenizer
+
+    texts = [f"\n\nHuman: How do I fold shape {i}?\n\nAssistant: Fold edge {i % 4} then press." for i in range(200)]
+    tok = train_tokenizer(texts, 400, 96)
+    save_checkpoint(tmp_path / "p", build_policy(ModelsConfig(tiny={"n_layer": 1, "n_embd": 32, "n_head": 2}), tok),
+                    tok, None, {"kind": "policy"})
+    prompts = [t.split(" Fold")[0] for t in texts[:11]]  # odd count: uneven shards
+    cfg = RolloutConfig(num_workers=1, num_cpus=0.25, batch_size=4, max_new_tokens=6)
+    outs = {}
+    for n in (1, 2):
+        pool = RolloutPool(str(tmp_path / "p"), cfg.model_copy(update={"num_workers": n}), 48, 1, tok.pad_token_id)
+        try:
+            assert pool.size == n
+            outs[n] = pool.generate(prompts, greedy=True)
+        finally:
+            pool.shutdown()
+    assert len(outs[1]) == len(outs[2]) == len(prompts)
+    assert outs[1].prompts == outs[2].prompts == prompts
+    assert outs[1].responses == outs[2].responses  # greedy: the same text, in the same order

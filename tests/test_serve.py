@@ -183,3 +183,14 @@ def test_hot_swap_under_load(server, ckpts):
     assert after["model_version"] == 2
     assert after["scores"] == pytest.approx(direct(ckpts[2], PAIRS), abs=1e-5)
     assert json.loads(requests.get(URL + "/v1/model", timeout=10).text)["checkpoint"] == ckpts[2]
+
+
+def test_run_dir_layout(tmp_path, ckpts):
+    """`frft-ray serve --run RUN_DIR` serves RUN_DIR/<RUN_DIR/latest>/rm; a missing pointer is a clear error."""
+    import shutil
+
+    with pytest.raises(FileNotFoundError, match="latest"):
+        launch.rm_checkpoint_for_run(tmp_path)
+    shutil.copytree(ckpts[2], tmp_path / "iter_001" / "rm")
+    (tmp_path / "latest").write_text("iter_001\n")
+    assert launch.rm_checkpoint_for_run(tmp_path) == (tmp_path / "iter_001" / "rm").resolve()
