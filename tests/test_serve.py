@@ -42,9 +42,7 @@ def ckpts(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(ckpts):
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=200 * 2**20, _temp_dir="/tmp/frs_serve")
+def server(ckpts, ray_local):  # the session's shared local Ray instance (tests/conftest.py)
     cfg = ServeConfig(port=PORT, max_items=8, max_text_chars=200, max_batch_size=16)
     url = launch.start_server(cfg, ckpts[1], num_cpus=0.25)
     os.environ["FRFT_TEST_TOKEN"] = TOKEN
@@ -52,7 +50,6 @@ def server(ckpts):
                                    app_name="frft_rm_auth", route_prefix="/auth", num_cpus=0.25)
     yield url, auth_url
     serve.shutdown()
-    ray.shutdown()
 
 
 def direct(path, pairs):
