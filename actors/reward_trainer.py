@@ -39,11 +39,13 @@ def _train_loop(config: dict) -> None:
         epochs=config["epochs"], lr=config["lr"], batch_size=config["batch_size"], margin=config["margin"],
         max_length=config["max_length"], seed=config["seed"], progress=False,
     )
-    metrics["records"] = per_rank * world
+    metrics.pop("records", None)  # per-step log; too long for a report
+    metrics["pairs"] = per_rank * world
     if rank == 0:
         with tempfile.TemporaryDirectory() as tmp:
             core = model.module if hasattr(model, "module") else model
-            save_checkpoint(tmp, core, loaded.tokenizer, None, {**config["meta"], **metrics})
+            meta = {**config["meta"], **metrics, "heldout_accuracy": metrics.get("eval_accuracy")}
+            save_checkpoint(tmp, core, loaded.tokenizer, None, meta)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
     else:
         ray.train.report(metrics)

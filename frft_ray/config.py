@@ -112,7 +112,7 @@ class FilterConfig(Section):
     embed: Literal["response", "prompt_response"] = "response"
     aggregate: Literal["max", "topk_mean"] = "max"
     aggregate_k: int = Field(5, ge=1)
-    selection: Literal["threshold", "budget", "threshold_and_budget"] = "threshold_and_budget"
+    selection: Literal["threshold", "budget", "threshold_and_budget", "per_generation"] = "per_generation"
     threshold: float = Field(0.8, ge=-1, le=1)
     budget: int = Field(2000, ge=1)
     min_records: int = Field(200, ge=0, description="if fewer pass the threshold, take this many most similar (ours)")
@@ -121,6 +121,13 @@ class FilterConfig(Section):
     chunk_size: int = Field(1024, ge=1)
     num_embedders: int = Field(1, ge=1)
     cache_dir: str = "~/.cache/frft_ray/embeddings"
+
+    @model_validator(mode="after")
+    def _per_generation_strategy(self) -> "FilterConfig":
+        if self.selection == "per_generation" and self.strategy == "prompt_matched":
+            raise ValueError("filter.selection 'per_generation' does not combine with strategy 'prompt_matched'; "
+                             "use selection 'threshold_and_budget' (or 'budget') with it")
+        return self
 
 
 class RewardConfig(Section):

@@ -23,7 +23,7 @@ from actors.rollout_pool import RolloutPool
 from frft_ray import phases
 from frft_ray.config import RunConfig, dump_config
 from frft_ray.run_data import prepare_run_data
-from frft_ray.summary import build_summary, print_summary
+from frft_ray.summary import build_summary, print_summary, write_report
 from frft_ray.tracking import MetricsLogger, PhaseTimer, read_latest, write_latest
 
 log = logging.getLogger("frft_ray")
@@ -64,6 +64,8 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict | None:
                                               num_gpus=cfg.resources.learner_num_gpus,
                                               resources=cfg.resources.learner_resources or None).remote(
                 cfg.model_dump(), str(base_policy), cfg.resources.torch_threads, cfg.seed)
+            log.info("SFT: %d demonstrations x %.1f epochs on the learner actor ...", len(data.sft_prompts),
+                     cfg.sft.epochs if cfg.sft.enabled else 0)
             with timer("sft"):
                 sft_metrics = {} if not cfg.sft.enabled else ray.get(
                     learner.sft.remote(data.sft_prompts, data.sft_responses))
@@ -71,6 +73,8 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict | None:
             ray.kill(learner)
             log.info("SFT: %s (%.1fs)", sft_metrics, timer.totals["sft"])
             rm0_pairs = phases.initial_rm_pairs(cfg, data)
+            log.info("initial RM: Bradley-Terry fit on %d pairs x %.1f epochs with Ray Train (%d worker(s)) ...",
+                     len(rm0_pairs), cfg.reward.init_epochs, cfg.reward.num_workers)
             with timer("rm_fit"):
                 rm0 = phases.fit_rm(cfg, base_rm, ckpt_dir / "rm-v0", rm0_pairs, data.heldout,
                                     epochs=cfg.reward.init_epochs, lr=cfg.reward.lr, version=0,
@@ -239,6 +243,7 @@ def _evaluate(cfg, run_dir, data, state, t_start) -> dict:
     import json
 
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_report(summary, run_dir / "report.png")
     return summary
 
 

@@ -24,8 +24,13 @@ Strategies (the paper names four without defining them; these definitions are ou
 Aggregation over generations: `max` (the single most similar generation) or `topk_mean` (mean of
 the `aggregate_k` most similar, robust to one lucky match; fewer if fewer generations exist).
 
-Selection: `threshold` (score >= threshold), `budget` (the `budget` best), or
-`threshold_and_budget` (over the threshold, capped at the budget by best score).
+Selection: `threshold` (score >= threshold), `budget` (the `budget` best),
+`threshold_and_budget` (over the threshold, capped at the budget by best score), or
+`per_generation` (ours, the default): every generation brings its own ceil(budget / G) nearest
+pairs over the threshold, so the selection follows the *distribution* of what the policy writes.
+With a global score, a rare mode of the policy (say 5% stock refusals, which match pool refusals
+at cosine ~1.0) would fill the whole budget with near-duplicates of that one mode; per generation,
+it gets its 5% share.
 Baselines: `all` (every pair) and `random-k` (`budget` pairs uniformly at random, seeded); they
 need no generations, and report the `chosen` score for diagnostics when generations are given.
 """
@@ -167,6 +172,36 @@ def pool_scores(
 # ---------------------------------------------------------------------------- selection
 
 
+def per_generation_rows(pool: PoolEmbeddings, gen: np.ndarray, strategy: str, budget: int, threshold: float,
+                        chunk_size: int = 64) -> np.ndarray:
+    """Union over generations of each one's ceil(budget / G) most similar pairs with similarity >= threshold.
+
+    Chunked over generation columns: memory is N x chunk_size floats. The union is capped at
+    `budget` by each pair's best similarity to any generation.
+    """
+    sides = {"chosen": ("chosen",), "rejected": ("rejected",), "either": ("chosen", "rejected"),
+             "both": ("chosen", "rejected")}[strategy]
+    mats = [_unit(getattr(pool, name), f"pool_emb.{name}") for name in sides]
+    n, g = mats[0].shape[0], gen.shape[0]
+    m = min(n, -(-budget // g))
+    for _ in range(4):  # near-identical generations share neighbours: widen each one's share up to 8x
+        best = np.full(n, -np.inf, dtype=np.float32)
+        picked = np.zeros(n, dtype=bool)
+        for start in range(0, g, chunk_size):
+            cols = gen[start : start + chunk_size].T
+            sims = [mat @ cols for mat in mats]
+            sim = sims[0] if len(sims) == 1 else (np.maximum(*sims) if strategy == "either" else np.minimum(*sims))
+            top = np.argpartition(-sim, m - 1, axis=0)[:m]  # [m, chunk] rows nearest to each generation
+            keep = np.take_along_axis(sim, top, axis=0) >= threshold
+            picked[top[keep]] = True
+            best = np.maximum(best, sim.max(axis=1))
+        if picked.sum() >= budget or m >= n:
+            break
+        m = min(n, 2 * m)
+    rows = np.flatnonzero(picked)
+    return rows[np.argsort(-best[rows], kind="stable")][:budget]
+
+
 def histogram(scores: np.ndarray) -> dict[str, int]:
     """Counts of the finite scores over fixed 0.1-wide bins of [-1, 1], keyed like "[0.8,0.9)"."""
     s = np.clip(scores[np.isfinite(scores)], -1.0, 1.0)
@@ -287,6 +322,11 @@ def select_pairs(
     elif strategy == "random-k":
         rule, budget = "random-k", cfg.budget
         chosen_rows = np.random.default_rng(seed).choice(n, size=min(cfg.budget, n), replace=False)
+    elif cfg.selection == "per_generation":
+        if gen is None or strategy == "prompt_matched":
+            raise FilterError("filter.selection 'per_generation' needs generations and a chosen/rejected/either/both strategy")
+        rule, threshold, budget = "per_generation", float(cfg.threshold), cfg.budget
+        chosen_rows = per_generation_rows(pool_emb, gen, strategy, cfg.budget, threshold, cfg.chunk_size)
     else:
         rule = cfg.selection
         order = np.argsort(-scores, kind="stable")

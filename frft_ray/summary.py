@@ -68,3 +68,23 @@ def print_summary(s: dict) -> None:
 
 def _f(x) -> str:
     return "-" if x is None else f"{x:.3f}"
+
+
+def write_report(s: dict, path) -> None:
+    """report.png: RM score of policy samples over PPO steps per arm, and the judge's reward per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for arm, scores in s["rm_score"].items():
+        a.plot(range(1, len(scores) + 1), scores, label=arm)
+    a.set(title="RM score of policy samples (each arm's own RM)", xlabel="PPO step", ylabel="mean RM score")
+    a.legend()
+    names = list(s["gold_reward"])
+    b.bar(names, [s["gold_reward"][n] for n in names], color=["grey", "tab:blue", "tab:orange", "tab:green"][: len(names)])
+    b.set(title=f"held-out prompts: mean {s['judge']} reward", ylabel="reward")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

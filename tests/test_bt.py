@@ -17,13 +17,7 @@ GOOD = ["is lovely and kind", "is helpful and clear", "is calm and friendly", "i
 BAD = ["is rude and awful", "is useless and cruel", "is nasty and wrong", "is dull and broken"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core box, 2 spinning OpenMP threads slow tiny models ~10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def easy_pairs(n: int, seed: int) -> list[PreferencePair]:

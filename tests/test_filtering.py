@@ -99,7 +99,7 @@ def test_prompt_matched_groups_repeated_prompts_despite_float_noise_or_explicit_
     gens = np.stack([vec(e0=1), vec(e2=1), vec(e1=1), vec(e6=1)])  # two samples per prompt
     noise = np.random.default_rng(0).normal(scale=1e-7, size=(4, D)).astype(np.float32)
     prompts = np.stack([vec(e8=1), vec(e8=1), vec(e9=1), vec(e9=1)]) + noise
-    cfg = FilterConfig(strategy="prompt_matched", aggregate="topk_mean", aggregate_k=2)
+    cfg = FilterConfig(strategy="prompt_matched", selection="threshold_and_budget", aggregate="topk_mean", aggregate_k=2)
     implicit = select_pairs(pairs_for(4), PM_POOL, gens, prompts, cfg)
     explicit = select_pairs(pairs_for(4), PM_POOL, gens, prompts, cfg, gen_groups=np.array([7, 7, 3, 3]))
     # P's chosen matches one of e8's two generations: top-2 mean is (1 + 0) / 2.
@@ -212,10 +212,52 @@ def test_bad_inputs_fail_with_a_clear_error(big):
     with pytest.raises(FilterError, match="gen_emb has dim 8"):
         select_pairs(pairs_for(len(emb)), emb, gens[:, :8], None, cfg)
     with pytest.raises(FilterError, match="prompt_matched needs gen_prompt_emb"):
-        select_pairs(pairs_for(len(emb)), emb, gens, None, FilterConfig(strategy="prompt_matched"))
+        select_pairs(pairs_for(len(emb)), emb, gens, None, FilterConfig(strategy="prompt_matched", selection="budget"))
     with pytest.raises(FilterError, match="gen_emb contains NaN"):
         select_pairs(pairs_for(len(emb)), emb, np.full_like(gens, np.nan), None, cfg)
     broken = PoolEmbeddings(emb.chosen.copy(), emb.rejected, emb.prompt)
     broken.chosen[123, 0] = np.inf
     with pytest.raises(FilterError, match="pool_emb.chosen contains NaN or infinite"):
         select_pairs(pairs_for(len(emb)), broken, gens, None, cfg)
+
+
+def _unit_rows(a):
+    a = np.asarray(a, dtype=np.float32)
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def test_per_generation_selection_follows_the_policy_distribution_not_its_rare_mode():
+    """90% of generations are in mode A, 10% in mode B. Pool pairs in mode B match a generation
+    almost exactly (cos ~1.0), pairs in mode A only at ~0.9. A global top-k fills the budget with mode B;
+    per-generation selection gives each generation its share, so mode A dominates."""
+    dim = 8
+    a, b = np.eye(dim)[0], np.eye(dim)[1]
+    rng = np.random.default_rng(0)
+    spread = np.eye(dim)[2:].sum(0)  # noise only in dims 2.., so modes stay apart
+    gens = _unit_rows(np.concatenate([a + 0.2 * rng.normal(size=(90, dim)) * spread,
+                                      b + 0.2 * rng.normal(size=(10, dim)) * spread]))
+    near_a = _unit_rows(a + 0.6 * rng.normal(size=(300, dim)) * spread)  # cos ~0.8-0.9 to mode A
+    exact_b = _unit_rows(b + 0.05 * rng.normal(size=(300, dim)) * spread)  # cos ~1.0 to mode B
+    chosen = np.concatenate([near_a, exact_b])
+    pool = PoolEmbeddings(chosen, chosen.copy(), chosen.copy())
+    pairs = [PreferencePair(str(i), "p", "c", "r", "A" if i < 300 else "B") for i in range(600)]
+    base = FilterConfig(strategy="chosen", threshold=0.8, budget=100, min_records=0)
+    glob = select_pairs(pairs, pool, gens, None, base.model_copy(update={"selection": "threshold_and_budget"}))
+    per = select_pairs(pairs, pool, gens, None, base.model_copy(update={"selection": "per_generation"}))
+    assert glob.source_mix.get("A", 0) / glob.count <= 0.2  # the rare mode takes the global top-k
+    assert per.count <= 100 and per.selection == "per_generation"
+    assert per.source_mix.get("A", 0) / per.count >= 0.55  # the common mode leads per generation
+    assert (per.scores[per.indices] >= 0.8).all()
+
+
+def test_per_generation_respects_threshold_and_rejects_prompt_matched():
+    dim = 4
+    gens = _unit_rows([[1, 0, 0, 0]] * 4)
+    chosen = _unit_rows([[1, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0]])
+    pool = PoolEmbeddings(chosen, chosen.copy(), chosen.copy())
+    pairs = [PreferencePair(str(i), "p", "c", "r", "s") for i in range(4)]
+    cfg = FilterConfig(strategy="chosen", selection="per_generation", threshold=0.5, budget=8)
+    sel = select_pairs(pairs, pool, gens, None, cfg)
+    assert sorted(sel.indices.tolist()) == [0, 2]  # cos 1.0 and 0.71 pass; 0.0 do not
+    with pytest.raises(FilterError, match="per_generation"):
+        select_pairs(pairs, pool, gens, gens, cfg.model_copy(update={"strategy": "prompt_matched"}))

@@ -46,6 +46,7 @@ def test_micro_run_writes_checkpoints_metrics_and_summary(micro_run):
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("timing/ppo" in x for x in lines) and any("ppo/policy_loss" in x for x in lines)
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert (run_dir / "report.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow
@@ -74,7 +75,7 @@ def test_frft_selection_is_smaller_than_pool_and_respects_threshold_and_budget(m
     for rec, sel in zip(s["rm_records"]["frft"], s["selection"]["frft"]):
         assert 0 < rec <= cfg.filter.budget < pool
         assert sel["count"] == rec
-        if sel["selection"] == "threshold_and_budget":
+        if sel["selection"] in ("threshold_and_budget", "per_generation"):
             assert sel["selected_score"]["min"] >= cfg.filter.threshold
         else:  # too few passed the threshold: topped up to filter.min_records by best similarity
             assert sel["selection"] == "budget" and rec == cfg.filter.min_records
@@ -82,10 +83,44 @@ def test_frft_selection_is_smaller_than_pool_and_respects_threshold_and_budget(m
 
 
 @pytest.mark.slow
-def test_resume_continues_from_iteration_two(ray_local):
+def test_resume_continues_from_iteration_two_with_live_endpoint(ray_local):
+    """Stop after iteration 1, scale rollout workers, resume: it continues at 2 and finishes, while the
+    RM endpoint (serve.enabled) hot-swaps to each refit and its versions never go backwards."""
+    import threading
+
+    import requests
+    from ray import serve
+
     run_dir = RUNS / "resume"
     shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = load_config("micro", ["frft.compare_vanilla=false", "frft.stop_after=1", "frft.steps_per_iteration=2"])
+    port = 18557
+    cfg = load_config("micro", ["frft.compare_vanilla=false", "frft.stop_after=1", "frft.steps_per_iteration=2",
+                                "serve.enabled=true", f"serve.port={port}"])
+    seen, stop = [], threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            try:
+                seen.append(requests.get(f"http://127.0.0.1:{port}/v1/model", timeout=2).json()["version"])
+            except (requests.RequestException, ValueError, KeyError):
+                pass
+            stop.wait(0.3)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        _run_resume_scenario(cfg, run_dir)
+        r = requests.post(f"http://127.0.0.1:{port}/v1/score",
+                          json={"items": [{"prompt": "\n\nHuman: hi\n\nAssistant:", "response": " Hello."}]}, timeout=10)
+        assert r.status_code == 200 and r.json()["model_version"] == 2
+    finally:
+        stop.set()
+        poller.join()
+        serve.shutdown()
+    assert seen and seen == sorted(seen) and seen[-1] == 2  # the endpoint followed every refit, forward only
+
+
+def _run_resume_scenario(cfg, run_dir):
     assert _run(cfg, run_dir) is None
     assert (run_dir / "latest").read_text().strip() == "ckpt/frft-iter-001"
     assert not (run_dir / "summary.json").exists()
@@ -111,6 +146,30 @@ def test_resume_continues_from_iteration_two(ray_local):
     assert meta["policy_version"] == 4
     # resuming a finished run says so and does nothing
     assert _run(resumed, run_dir, resume=True) is None
+    assert main(["run", "--resume", str(run_dir)]) == 0
+
+
+@pytest.mark.slow
+def test_eval_cli_rejudges_a_finished_run(micro_run, capsys):
+    from frft_ray.cli import main
+
+    _, run_dir, summary = micro_run
+    assert main(["eval", "--run", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "frft-ray summary" in out and "win rate frft_vs_vanilla" in out
+    again = json.loads((run_dir / "summary.json").read_text())
+    assert again["gold_reward"].keys() == summary["gold_reward"].keys()
+
+
+def test_scale_cli_rejects_bad_input(tmp_path, capsys):
+    from frft_ray.cli import main
+
+    assert main(["scale", str(tmp_path), "--rollout-workers", "2"]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    (tmp_path / "config.yaml").write_text("seed: 0\n")
+    assert main(["scale", str(tmp_path), "--rollout-workers", "0"]) == 2
+    assert main(["scale", str(tmp_path), "--rollout-workers", "3"]) == 0
+    assert json.loads((tmp_path / "control.json").read_text()) == {"rollout_workers": 3}
 
 
 def test_two_rollout_workers_return_the_same_samples_in_order_as_one(ray_local, tmp_path):

@@ -29,13 +29,7 @@ VERB = ["likes", "sees", "paints", "finds", "wants", "hears"]
 OBJ = ["red apples", "the sea", "green trees", "small boxes", "warm bread", "old books"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core box, 2 spinning OpenMP threads slow tiny models ~10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

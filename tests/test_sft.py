@@ -13,13 +13,7 @@ NAMES = ["Ada", "Bo", "Cy", "Dee", "Eli", "Fay"]
 FOODS = ["soup", "rice", "pears", "bread", "cheese", "plums"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core box, 2 spinning OpenMP threads slow tiny models ~10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def demos(n: int, seed: int = 0):
