@@ -14,7 +14,7 @@ export RAY_TRAIN_ENABLE_PREEMPTION_WATCHER ?= 0
 export RAY_TRAIN_ENABLE_PRINT_PATCH ?= 0
 export RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S ?= 1.0
 
-.PHONY: setup demo test test-fast test-jobs bench clean
+.PHONY: setup demo test test-fast bench clean
 
 $(BIN)/frft-ray: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,8 +23,9 @@ $(BIN)/frft-ray: pyproject.toml $(CONSTRAINTS)
 
 setup: $(BIN)/frft-ray
 
+# each demo writes a new run folder, so `make demo` can be repeated
 demo: setup
-	$(BIN)/frft-ray run
+	$(BIN)/frft-ray run --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 # The whole suite. Tests that start their own Ray head (job submission) run in a separate
 # pytest process so they never share a machine-wide Ray with the session-scoped instance.

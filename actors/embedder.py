@@ -10,7 +10,7 @@ import numpy as np
 
 
 def embed_texts_ray(texts: list[str], model_name: str, batch_size: int, num_embedders: int,
-                    num_cpus_per_embedder: float = 0.5) -> np.ndarray:
+                    num_cpus_per_embedder: float = 0.25) -> np.ndarray:
     import ray.data
     from ray.data import ActorPoolStrategy, DataContext
 
@@ -21,6 +21,9 @@ def embed_texts_ray(texts: list[str], model_name: str, batch_size: int, num_embe
     DataContext.get_current().enable_progress_bars = False
     unique, inverse = np.unique(np.asarray(texts, dtype=object).astype(str), return_inverse=True)
     ds = ray.data.from_items([{"idx": i, "text": t} for i, t in enumerate(unique.tolist())])
+    # Results are read with iter_batches() in this process. select_columns() or to_numpy_refs() would
+    # add stages whose tasks ask for a whole CPU each, and they wait forever on a node whose CPUs are
+    # partly held by the learner, rollout workers and Serve replicas.
     out = ds.map_batches(
         BatchEmbedder,
         fn_constructor_kwargs={"model_name": model_name, "batch_size": batch_size, "text_column": "text"},
@@ -28,10 +31,8 @@ def embed_texts_ray(texts: list[str], model_name: str, batch_size: int, num_embe
         batch_format="numpy",
         compute=ActorPoolStrategy(size=num_embedders),
         num_cpus=num_cpus_per_embedder,
-    ).select_columns(["idx", "embedding"]).to_numpy_refs()
-    import ray
-
-    parts = ray.get(out)
+    )
+    parts = list(out.iter_batches(batch_size=None, batch_format="numpy"))
     idx = np.concatenate([p["idx"] for p in parts])
     emb = np.concatenate([np.stack(list(p["embedding"])) if p["embedding"].dtype == object else p["embedding"]
                           for p in parts]).astype(np.float32)

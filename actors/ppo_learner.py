@@ -25,6 +25,8 @@ class PPOLearnerActor:
 
         torch.manual_seed(seed)
         self.cfg = RunConfig.model_validate(cfg)
+        gpu = self.cfg.resources.learner_num_gpus > 0 and torch.cuda.is_available()
+        self.device = torch.device("cuda" if gpu else "cpu")
         self.seed = seed
         self._load_policy(policy_path)
         self.rm = self.rm_tok = None
@@ -35,8 +37,8 @@ class PPOLearnerActor:
         from frft_ray.models import frozen_reference, load_policy_checkpoint
 
         loaded = load_policy_checkpoint(path, self.cfg.models.trust_remote_code, with_value_head=True)
-        self.policy, self.tok = loaded.model, loaded.tokenizer
-        self.value_head = loaded.meta.pop("value_head")
+        self.policy, self.tok = loaded.model.to(self.device), loaded.tokenizer
+        self.value_head = loaded.meta.pop("value_head").to(self.device)
         self.ref = frozen_reference(self.policy)
         self.learner = self._make_learner()
 
@@ -66,7 +68,7 @@ class PPOLearnerActor:
         from frft_ray.models import load_reward_checkpoint
 
         loaded = load_reward_checkpoint(path, self.cfg.models.trust_remote_code)
-        self.rm, self.rm_tok, self.rm_version = loaded.model, loaded.tokenizer, version
+        self.rm, self.rm_tok, self.rm_version = loaded.model.to(self.device), loaded.tokenizer, version
         return version
 
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
@@ -120,9 +122,9 @@ class PPOLearnerActor:
         loaded = load_policy_checkpoint(path, self.cfg.models.trust_remote_code, with_value_head=True)
         self.policy.load_state_dict(loaded.model.state_dict())
         self.value_head.load_state_dict(loaded.meta["value_head"].state_dict())
-        state = torch.load(Path(path) / LEARNER_STATE, weights_only=False)
+        state = torch.load(Path(path) / LEARNER_STATE, weights_only=False, map_location=self.device)
         self.learner.load_state_dict(state["learner"])
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())
         self.version = state["version"]
         return self.version
 
@@ -130,5 +132,5 @@ class PPOLearnerActor:
         """The KL reference is the SFT policy, also after a resume."""
         from frft_ray.models import frozen_reference, load_policy_checkpoint
 
-        self.ref = frozen_reference(load_policy_checkpoint(path).model)
+        self.ref = frozen_reference(load_policy_checkpoint(path).model.to(self.device))
         self.learner = self._make_learner()

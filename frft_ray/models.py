@@ -219,6 +219,6 @@ def score(rm, tok, prompts: list[str], responses: list[str], max_length: int, ba
     out = []
     for i in range(0, len(prompts), batch_size):
         enc = rm_inputs(tok, prompts[i : i + batch_size], responses[i : i + batch_size], max_length)
-        out.append(rm(**enc).logits.squeeze(-1).float())
+        out.append(rm(**{k: v.to(rm.device) for k, v in enc.items()}).logits.squeeze(-1).float().cpu())
     rm.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)

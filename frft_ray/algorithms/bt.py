@@ -47,7 +47,8 @@ def _pair_rewards(model, tok, pairs: Sequence[PreferencePair], max_length: int) 
     """Score chosen and rejected of every pair in one forward pass of the concatenated batch."""
     prompts = [p.prompt for p in pairs]
     enc = rm_inputs(tok, prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs], max_length)
-    r = model(**enc).logits.squeeze(-1).float()
+    device = next(model.parameters()).device
+    r = model(**{k: v.to(device) for k, v in enc.items()}).logits.squeeze(-1).float()
     n = len(pairs)
     return r[:n], r[n:]
 

@@ -49,7 +49,8 @@ def sft_batch(tok, prompts: Sequence[str], responses: Sequence[str], max_length:
 
 def sft_loss(model, tok, prompts: Sequence[str], responses: Sequence[str], max_length: int) -> torch.Tensor:
     """Mean next-token cross-entropy over response tokens (+EOS); prompt tokens are masked out."""
-    b = sft_batch(tok, prompts, responses, max_length)
+    device = next(model.parameters()).device
+    b = {k: v.to(device) for k, v in sft_batch(tok, prompts, responses, max_length).items()}
     logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], position_ids=b["position_ids"]).logits
     targets = b["labels"][:, 1:]
     if not (targets != IGNORE).any():
