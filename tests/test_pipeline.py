@@ -103,7 +103,7 @@ def test_resume_continues_from_iteration_two_with_live_endpoint(ray_local):
     def poll():
         while not stop.is_set():
             try:
-                seen.append(requests.get(f"http://127.0.0.1:{port}/v1/model", timeout=2).json()["version"])
+                seen.append(requests.get(f"http://127.0.0.1:{port}/v1/model", timeout=2).json()["model_version"])
             except (requests.RequestException, ValueError, KeyError):
                 pass
             stop.wait(0.3)
