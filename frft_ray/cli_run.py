@@ -155,7 +155,7 @@ def cmd_eval(args) -> int:
             if latest is None:
                 print(f"frft-ray: error: {run_dir} has no completed iteration", file=sys.stderr)
                 return 2
-            summary = driver._evaluate(cfg, run_dir, data, latest[1], t_start=__import__("time").time())
+            summary = driver._evaluate(cfg, run_dir, data, latest[1])
             from frft_ray.summary import print_summary
 
             print_summary(summary)

@@ -46,8 +46,13 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict | None:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
     metrics, timer = MetricsLogger(run_dir), PhaseTimer()
-    t_start = time.time()
+    t_start = time.time()  # wall time of this invocation; earlier ones (before a resume) are in state
     state = latest[1] if latest else {"arms": {}, "timing": {}, "rm_version": 0}
+    wall_before = state.get("wall_s", 0.0)
+
+    def clock() -> float:  # the run's wall time so far, across resumes
+        return wall_before + time.time() - t_start
+
     if latest:
         log.info("resuming from %s (%s)", latest[0].name, _where(state))
     started_ray = phases.ray_init(cfg)
@@ -85,6 +90,7 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict | None:
                          rm0={"records": len(rm0_pairs), "heldout": rm0.get("eval_accuracy")},
                          timing=_add_timing(state["timing"], timer))
             timer = PhaseTimer()
+            state["wall_s"] = clock()
             write_latest(run_dir, ckpt_dir / "rm-v0", state)
             metrics.log({"phase": "base", **{f"sft/{k}": v for k, v in sft_metrics.items()},
                          "rm/heldout_accuracy": rm0.get("eval_accuracy"), "rm/records": len(rm0_pairs)}, step=0)
@@ -99,14 +105,15 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict | None:
             arm_state = state["arms"].setdefault(arm, {"iterations": [], "done": False})
             if arm_state["done"]:
                 continue
-            stop = _train_arm(cfg, run_dir, data, state, arm, arm_idx, metrics, filter_cache)
+            stop = _train_arm(cfg, run_dir, data, state, arm, arm_idx, metrics, filter_cache, clock)
             if stop:
                 log.info("stopping after %s iteration %d as asked (frft.stop_after); resume with --resume %s",
                          arm, cfg.frft.stop_after, run_dir)
                 return None
 
         # ---- 3. Evaluation on held-out prompts and the summary
-        summary = _evaluate(cfg, run_dir, data, state, t_start)
+        state["wall_s"] = clock()
+        summary = _evaluate(cfg, run_dir, data, state)
         print_summary(summary)
         return summary
     finally:
@@ -115,7 +122,7 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict | None:
             ray.shutdown()
 
 
-def _train_arm(cfg, run_dir, data, state, arm, arm_idx, metrics, filter_cache) -> bool:
+def _train_arm(cfg, run_dir, data, state, arm, arm_idx, metrics, filter_cache, clock) -> bool:
     """Iterations 1..alpha of one arm. Returns True when frft.stop_after asks to stop here."""
     arm_state = state["arms"][arm]
     done_iters = len(arm_state["iterations"])
@@ -211,6 +218,7 @@ def _train_arm(cfg, run_dir, data, state, arm, arm_idx, metrics, filter_cache) -
                                             {"kind": "policy", "arm": arm, "iteration": it, "rm_version": rm_version}))
                 arm_state["iterations"].append(record)
                 arm_state["done"] = it == cfg.frft.alpha
+                state["wall_s"] = clock()
                 write_latest(run_dir, iter_dir, state)
             metrics.log({"arm": arm, "iteration": it, "records": record["records"],
                          "rm/heldout_accuracy": record["rm_heldout"], "rm/on_policy_accuracy": record["rm_on_policy"],
@@ -226,7 +234,7 @@ def _train_arm(cfg, run_dir, data, state, arm, arm_idx, metrics, filter_cache) -
     return False
 
 
-def _evaluate(cfg, run_dir, data, state, t_start) -> dict:
+def _evaluate(cfg, run_dir, data, state) -> dict:
     pad_id = _pad_id(run_dir / state["sft_path"])
     prompts = data.eval_prompts[: cfg.eval.num_prompts]
     policies = {"sft": run_dir / state["sft_path"]}
@@ -239,7 +247,8 @@ def _evaluate(cfg, run_dir, data, state, t_start) -> dict:
         judged[name] = {"responses": responses,
                         "scores": phases.judge(cfg, data, run_dir / state["rm0_path"], prompts, responses)}
     state["timing"]["eval"] = state["timing"].get("eval", 0.0) + time.time() - t0
-    summary = build_summary(cfg, state, prompts, judged, wall_s=time.time() - t_start)
+    wall = state.get("wall_s", 0.0) + time.time() - t0  # the run's wall time up to here, evaluation included
+    summary = build_summary(cfg, state, prompts, judged, wall_s=wall)
     import json
 
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))

@@ -35,7 +35,9 @@ def test_micro_run_writes_checkpoints_metrics_and_summary(micro_run):
     lo, hi = on_disk["win_rate"]["frft_vs_vanilla"]["ci95"]
     assert 0 <= lo <= on_disk["win_rate"]["frft_vs_vanilla"]["estimate"] <= hi <= 1
     assert len(on_disk["rm_records"]["frft"]) == cfg.frft.alpha
-    assert on_disk["timing_s"].keys() >= {"generate", "embed_filter", "rm_fit", "ppo", "sync"}
+    timing = on_disk["timing_s"]
+    assert timing.keys() >= {"generate", "embed_filter", "rm_fit", "ppo", "sync", "total"}
+    assert timing["total"] >= timing["sft"] + timing["rm_fit"] + timing["ppo"]
     latest = (run_dir / "latest").read_text().strip()
     assert latest == f"ckpt/frft-iter-{cfg.frft.alpha:03d}"
     for arm in ("vanilla", "frft"):
@@ -118,6 +120,9 @@ def test_resume_continues_from_iteration_two_with_live_endpoint(ray_local):
     finally:
         stop.set()
         poller.join()
+        from serve.launch import stop_server
+
+        stop_server()  # the app and its (detached) version registry, so later tests start clean
         serve.shutdown()
     assert seen and seen == sorted(seen) and seen[-1] == 2  # the endpoint followed every refit, forward only
 

@@ -49,6 +49,8 @@ def server(ckpts, ray_local):  # the session's shared local Ray instance (tests/
     auth_url = launch.start_server(cfg.model_copy(update={"auth_token_env": "FRFT_TEST_TOKEN"}), ckpts[1],
                                    app_name="frft_rm_auth", route_prefix="/auth", num_cpus=0.25)
     yield url, auth_url
+    launch.stop_server()
+    launch.stop_server("frft_rm_auth")
     serve.shutdown()
 
 
@@ -160,11 +162,13 @@ def test_hot_swap_under_load(server, ckpts):
 
     with cf.ThreadPoolExecutor(32) as pool:
         futs = [pool.submit(client, i) for i in range(32)]
-        time.sleep(1.5)
-        launch.publish_rm(ckpts[2])  # version 2 from meta.json
-        launch.wait_for_version(URL, 2, timeout_s=60)
-        time.sleep(1.0)
-        stop.set()
+        try:
+            time.sleep(1.5)
+            launch.publish_rm(ckpts[2])  # version 2 from meta.json
+            launch.wait_for_version(URL, 2, timeout_s=60)
+            time.sleep(1.0)
+        finally:
+            stop.set()  # the clients stop even when publishing failed
         results = [f.result() for f in futs]
 
     expect = dict(zip((1, 2), (direct(ckpts[v], PAIRS[:1])[0] for v in (1, 2))))
