@@ -53,6 +53,7 @@ def register(sub) -> None:
     p.add_argument("--run", default=None, help="run folder: re-evaluate its policies and rewrite summary.json")
     p.add_argument("--policy", default=None, help="a policy checkpoint folder")
     p.add_argument("--baseline", default=None, help="a second policy checkpoint to compare against")
+    p.add_argument("--judge-rm", default=None, help="RM checkpoint that judges --policy when the data has no gold reward")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("scale", help="ask a running driver to resize its rollout pool at the next iteration")
@@ -162,11 +163,14 @@ def cmd_eval(args) -> int:
             return 0
         pad = load_tokenizer(args.policy).pad_token_id
         prompts = data.eval_prompts[: cfg.eval.num_prompts]
-        a = phases.judge(cfg, data, Path(args.policy), prompts, phases.evaluate_policy(cfg, Path(args.policy), prompts, pad))
+        if data.gold is None and not args.judge_rm:
+            print("frft-ray: error: this data has no gold reward; pass --judge-rm RM_CHECKPOINT", file=sys.stderr)
+            return 2
+        judge = phases.make_judge(cfg, data, Path(args.judge_rm) if args.judge_rm else None)
+        a = judge(prompts, phases.evaluate_policy(cfg, Path(args.policy), prompts, pad))
         out = {"policy": args.policy, "mean_reward": sum(a) / len(a), "prompts": len(prompts)}
         if args.baseline:
-            b = phases.judge(cfg, data, Path(args.policy), prompts,
-                             phases.evaluate_policy(cfg, Path(args.baseline), prompts, pad))
+            b = judge(prompts, phases.evaluate_policy(cfg, Path(args.baseline), prompts, pad))
             out.update(baseline_mean_reward=sum(b) / len(b), win_rate=win_rate(a, b))
         print(json.dumps(out, indent=2))
         return 0

@@ -241,11 +241,11 @@ def _evaluate(cfg, run_dir, data, state) -> dict:
     for arm, a in state["arms"].items():
         policies[arm] = run_dir / a["iterations"][-1]["path"] / "policy"
     t0 = time.time()
+    judge = phases.make_judge(cfg, data, run_dir / state["rm0_path"])
     judged = {}
     for name, path in policies.items():
         responses = phases.evaluate_policy(cfg, path, prompts, pad_id)
-        judged[name] = {"responses": responses,
-                        "scores": phases.judge(cfg, data, run_dir / state["rm0_path"], prompts, responses)}
+        judged[name] = {"responses": responses, "scores": judge(prompts, responses)}
     state["timing"]["eval"] = state["timing"].get("eval", 0.0) + time.time() - t0
     wall = state.get("wall_s", 0.0) + time.time() - t0  # the run's wall time up to here, evaluation included
     summary = build_summary(cfg, state, prompts, judged, wall_s=wall)

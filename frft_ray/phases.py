@@ -153,14 +153,16 @@ def evaluate_policy(cfg: RunConfig, policy_path: Path, prompts: list[str], pad_i
         pool.shutdown()
 
 
-def judge(cfg: RunConfig, data: RunData, rm_path: Path, prompts: list[str], responses: list[str]) -> list[float]:
-    """The gold reward on the benchmark; otherwise the judge RM (the initial RM, trained on all data)."""
+def make_judge(cfg: RunConfig, data: RunData, rm_path: Path):
+    """judge(prompts, responses) -> rewards: the gold reward on the benchmark; otherwise the judge RM
+    (the initial RM, trained on all data), loaded once here for every policy it judges."""
     if data.gold is not None and cfg.eval.judge == "gold":
-        return list(data.gold(prompts, responses))
+        return lambda prompts, responses: list(data.gold(prompts, responses))
     from frft_ray.models import load_reward_checkpoint, score
 
     loaded = load_reward_checkpoint(rm_path, cfg.models.trust_remote_code)
-    return score(loaded.model, loaded.tokenizer, prompts, responses, cfg.models.max_length).tolist()
+    return lambda prompts, responses: score(loaded.model, loaded.tokenizer, prompts, responses,
+                                            cfg.models.max_length).tolist()
 
 
 # ---------------------------------------------------------------- rollout scaling on request

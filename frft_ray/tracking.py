@@ -12,7 +12,6 @@ from pathlib import Path
 
 log = logging.getLogger("frft_ray")
 
-PHASES = ("generate", "embed_filter", "rm_fit", "ppo", "sync")
 LATEST = "latest"
 STATE_FILE = "driver_state.json"
 

@@ -5,7 +5,6 @@ import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from frft_ray.algorithms.bt import bt_loss, evaluate_rm, fit_reward_model, pairwise_accuracy
 from frft_ray.config import ModelsConfig, TinyModelConfig

@@ -251,7 +251,6 @@ def test_per_generation_selection_follows_the_policy_distribution_not_its_rare_m
 
 
 def test_per_generation_respects_threshold_and_rejects_prompt_matched():
-    dim = 4
     gens = _unit_rows([[1, 0, 0, 0]] * 4)
     chosen = _unit_rows([[1, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0]])
     pool = PoolEmbeddings(chosen, chosen.copy(), chosen.copy())
