@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "TQDM_DISABLE": "1",
-}
+from frft_ray.env import ACTOR_ENV, apply_offline_defaults
 
 
 def setup_process(torch_threads: int | None) -> None:
-    for k, v in OFFLINE_ENV.items():
-        os.environ.setdefault(k, v)
+    apply_offline_defaults(ACTOR_ENV)  # the one definition: frft_ray/env.py
     if torch_threads:
         import torch
 

@@ -10,42 +10,36 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from actors.rollout import RolloutWorker
+from actors.rollout_worker import RolloutWorker
+from frft_ray.config import RunConfig
 
 
 class RolloutPool:
-    def __init__(self, policy_path: str, rollout_cfg, max_prompt_tokens: int, torch_threads: int | None, pad_id: int):
+    """`rollout.num_workers` workers, each placed by `placement.rollout` (one placement-group bundle each)."""
+
+    def __init__(self, policy_path: str, cfg: RunConfig, pad_id: int):
         self.policy_path = policy_path
-        self.cfg = rollout_cfg
-        self.max_prompt_tokens = max_prompt_tokens
-        self.torch_threads = torch_threads
+        self.cfg = cfg
         self.pad_id = pad_id
         self.workers: list = []
         self.pg = None
         self.version = 0
         self._weights_ref = None
-        self.resize(rollout_cfg.num_workers)
-
-    def _bundle(self) -> dict:
-        b = {"CPU": self.cfg.num_cpus}
-        if self.cfg.num_gpus:
-            b["GPU"] = self.cfg.num_gpus
-        return {**b, **self.cfg.resources}
+        self.resize(cfg.rollout.num_workers)
 
     def resize(self, n: int) -> None:
         """(Re)create the pool with n workers; new workers get the current weights version."""
         if n < 1:
             raise ValueError(f"rollout pool needs at least one worker, got {n}")
         self.shutdown()
-        self.pg = placement_group([self._bundle()] * n, strategy="PACK", name="frft_rollout")
+        place = self.cfg.placement.rollout
+        self.pg = placement_group([place.bundle()] * n, strategy="PACK", name="frft_rollout")
         ray.get(self.pg.ready(), timeout=600)
         self.workers = [
             RolloutWorker.options(
-                num_cpus=self.cfg.num_cpus,
-                num_gpus=self.cfg.num_gpus,
-                resources=self.cfg.resources or None,
+                **place.ray_options(),
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i),
-            ).remote(self.policy_path, self.cfg.model_dump(), self.max_prompt_tokens, self.torch_threads, i)
+            ).remote(self.policy_path, self.cfg, i)
             for i in range(n)
         ]
         if self._weights_ref is not None:

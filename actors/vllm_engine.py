@@ -1,6 +1,6 @@
 """The vLLM rollout engine (`rollout.engine: vllm`): same batches as the HF path, from vLLM.
 
-A rollout worker (actors/rollout.py) owns one `VLLMEngine`. It generates from token ids that our
+A rollout worker (actors/rollout_worker.py) owns one `VLLMEngine`. It generates from token ids that our
 own tokenizer made (same left truncation to `max_prompt_tokens` as frft_ray/rollout.py), decodes
 with our tokenizer, and returns a `RolloutBatch` with per-token sampling logprobs
 (`SamplingParams(logprobs=0)` = the sampled token's logprob only).
@@ -56,7 +56,7 @@ def check_vllm_usable() -> None:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         raise VLLMUnavailableError(
             "rollout.engine is 'vllm' but this rollout worker sees no CUDA GPU "
-            f"(CUDA_VISIBLE_DEVICES={visible!r}). vLLM needs one: set rollout.num_gpus (e.g. 1) so Ray "
+            f"(CUDA_VISIBLE_DEVICES={visible!r}). vLLM needs one: set placement.rollout.num_gpus (e.g. 1) so Ray "
             "places the worker on a GPU node, or set rollout.engine=hf."
         )
 
@@ -112,6 +112,7 @@ class VLLMEngine:
         cfg: RolloutConfig,
         max_prompt_tokens: int,
         *,
+        gpu_share: float = 1.0,
         dtype: str = "auto",
         gpu_memory_utilization: float | None = None,
         enforce_eager: bool = False,
@@ -128,8 +129,8 @@ class VLLMEngine:
         self.tok = load_tokenizer(str(policy_path))
         self.version = 0
         if gpu_memory_utilization is None:
-            # A fractional rollout.num_gpus shares the card: take no more than our share.
-            share = cfg.num_gpus if 0 < cfg.num_gpus < 1 else 1.0
+            # A fractional placement.rollout.num_gpus shares the card: take no more than our share.
+            share = gpu_share if 0 < gpu_share < 1 else 1.0
             gpu_memory_utilization = round(min(0.85, 0.85 * share), 3)
         self.llm = LLM(
             model=str(policy_path),

@@ -183,7 +183,7 @@ def main() -> int:
     import ray
     from ray import serve
 
-    from frft_ray.config import ServeConfig
+    from frft_ray.config import RolePlacement, ServeConfig
     from serve import launch
 
     tmp = Path(tempfile.mkdtemp(prefix="frft_serve_bench_"))
@@ -196,7 +196,7 @@ def main() -> int:
              object_store_memory=200 * 2**20, _temp_dir="/tmp/frft_bench")
     names = list(ckpts)
     cfg = ServeConfig(port=OURS_PORT, max_batch_size=32, batch_wait_timeout_s=0.005, max_ongoing_requests=128)
-    ours_url = launch.start_server(cfg, ckpts[names[0]], num_cpus=1)
+    ours_url = launch.start_server(cfg, ckpts[names[0]], placement=RolePlacement(num_cpus=1))
     rows = []
     try:
         for v, name in enumerate(names, start=1):

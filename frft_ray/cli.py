@@ -1,56 +1,46 @@
-"""`frft-ray` command line. Each command group registers its own subparsers; this file only wires them."""
+"""`frft-ray` command line. Each command group registers its own subparsers; this file only wires them.
+
+Every command group is imported and registered explicitly: an import error in one is a real bug and
+must fail loudly, not make its commands vanish. The cli_* modules keep torch and ray out of their
+top level, so `frft-ray --help` stays fast.
+
+User errors take one path: handlers (`cmd_<name>`) raise, `main` prints `frft-ray: error: <message>`
+on stderr and returns 2 (see frft_ray/cli_common.py).
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+from frft_ray import cli_cluster, cli_data, cli_run
+from frft_ray.cli_common import CLIError
+from frft_ray.config import ConfigError
+from frft_ray.data.records import BadRecordError
+from frft_ray.env import apply_offline_defaults
+from frft_ray.jobs import JobError
+from frft_ray.run_state import RunStateError
+from serve import cli as serve_cli
 
-def _offline_defaults() -> None:
-    """The default run is offline: never let a hub lookup hang for ~47 s."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Errors the user can fix; anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (CLIError, ConfigError, BadRecordError, FileNotFoundError,
+                                                FileExistsError, JobError, RunStateError)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="frft-ray", description="Filtered Reward Fine-Tuning RLHF on Ray")
     sub = parser.add_subparsers(dest="command", required=True)
-    from frft_ray import cli_data
-
-    cli_data.register(sub)
-    try:
-        from frft_ray import cli_run
-    except ImportError:  # pipeline not installed in this checkout yet
-        cli_run = None
-    if cli_run is not None:
-        cli_run.register(sub)
-    try:
-        from serve import cli as serve_cli
-    except ImportError:
-        serve_cli = None
-    if serve_cli is not None:
-        serve_cli.register(sub)
-    try:
-        from frft_ray import cli_cluster
-    except ImportError:
-        cli_cluster = None
-    if cli_cluster is not None:
-        cli_cluster.register(sub)
+    for group in (cli_data, cli_run, serve_cli, cli_cluster):
+        group.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    _offline_defaults()
+    apply_offline_defaults()  # the default run is offline: never let a hub lookup hang for ~47 s
     args = build_parser().parse_args(argv)
-    from frft_ray.config import ConfigError
-    from frft_ray.data.records import BadRecordError
-
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, BadRecordError, FileNotFoundError) as e:
+    except USER_ERRORS as e:
         print(f"frft-ray: error: {e}", file=sys.stderr)
         return 2
 

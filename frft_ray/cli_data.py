@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--split", default="train", help="split for --format hf")
     st.add_argument("--max-records", type=int, default=None, help="stop after this many good records")
     st.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    st.set_defaults(func=stats_command)
+    st.set_defaults(func=cmd_data_stats)
 
 
 def _data_config(args: argparse.Namespace) -> DataConfig:
@@ -62,10 +62,10 @@ def _data_config(args: argparse.Namespace) -> DataConfig:
         raise ConfigError("; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())) from None
 
 
-def stats_command(args: argparse.Namespace) -> int:
+def cmd_data_stats(args: argparse.Namespace) -> int:
     from itertools import islice
 
-    from frft_ray.data.generic import check_file
+    from frft_ray.data.common import check_file
     from frft_ray.data.loading import iter_preferences
     from frft_ray.data.records import LoadReport
     from frft_ray.data.stats import compute_stats, format_stats

@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from frft_ray.cli_common import CLIError, add_config_args
+
 
 def _setup_logging(run_dir: Path | None = None) -> None:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
@@ -24,32 +26,26 @@ def _setup_logging(run_dir: Path | None = None) -> None:
         root.addHandler(fh)
 
 
-def _config_args(p) -> None:
-    p.add_argument("--config", default=None, help="YAML file or packaged name (demo, micro); default: demo")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set ppo.kl_coef=0.05 (repeatable)")
-
-
 def register(sub) -> None:
     p = sub.add_parser("run", help="run the whole FRFT loop (default: the offline demo)")
-    _config_args(p)
+    add_config_args(p)
     p.add_argument("--out", default=None, help="run folder (default: the config's out_dir)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a run after its last complete iteration")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("sft", help="supervised fine-tuning of the policy only; saves a policy checkpoint")
-    _config_args(p)
+    add_config_args(p)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_sft)
 
     p = sub.add_parser("train-rm", help="train a reward model on the configured data (Ray Train)")
-    _config_args(p)
+    add_config_args(p)
     p.add_argument("--out", required=True)
     p.add_argument("--init", default=None, help="start from this RM checkpoint (default: a fresh model)")
     p.set_defaults(func=cmd_train_rm)
 
     p = sub.add_parser("eval", help="judge a run's policies (or one policy checkpoint) on held-out prompts")
-    _config_args(p)
+    add_config_args(p)
     p.add_argument("--run", default=None, help="run folder: re-evaluate its policies and rewrite summary.json")
     p.add_argument("--policy", default=None, help="a policy checkpoint folder")
     p.add_argument("--baseline", default=None, help="a second policy checkpoint to compare against")
@@ -70,8 +66,7 @@ def cmd_run(args) -> int:
         run_dir = Path(args.resume)
         saved = run_dir / "config.yaml"
         if not saved.exists():
-            print(f"frft-ray: error: --resume {run_dir}: no config.yaml there (not a run folder)", file=sys.stderr)
-            return 2
+            raise CLIError(f"--resume {run_dir}: no config.yaml there (not a run folder)")
         # a resumed run finishes unless told again where to stop
         cfg = load_config(saved, ["frft.stop_after=null", *args.overrides])
     else:
@@ -99,15 +94,15 @@ def cmd_sft(args) -> int:
     tok = (train_tokenizer(data.tokenizer_corpus(), m.tiny.vocab_size, m.max_length) if m.policy == "tiny"
            else load_tokenizer(m.policy, m.trust_remote_code))
     policy = build_policy(m, tok, cfg.seed)
-    s = cfg.sft
-    metrics = train_sft(policy, tok, data.sft_prompts, data.sft_responses, epochs=s.epochs, lr=s.lr,
-                        batch_size=s.batch_size, max_length=m.max_length, seed=cfg.seed, progress=True)
+    metrics = train_sft(policy, tok, data.sft_prompts, data.sft_responses, cfg.sft, max_length=m.max_length,
+                        seed=cfg.seed, progress=True)
     save_checkpoint(args.out, policy, tok, cfg, {"kind": "policy", "stage": "sft", **metrics})
     print(json.dumps(metrics))
     return 0
 
 
 def cmd_train_rm(args) -> int:
+    from actors.reward_trainer import RMFitJob, fit_reward_model_ray
     from frft_ray import phases
     from frft_ray.config import load_config
     from frft_ray.run_data import prepare_run_data
@@ -120,8 +115,9 @@ def cmd_train_rm(args) -> int:
         data = prepare_run_data(cfg)
         init = Path(args.init) if args.init else phases.build_base_checkpoints(cfg, data, out.parent / (out.name + "-base"))[1]
         pairs = phases.initial_rm_pairs(cfg, data)
-        metrics = phases.fit_rm(cfg, init, out, pairs, data.heldout, epochs=cfg.reward.init_epochs, lr=cfg.reward.lr,
-                                version=0, storage=out.parent / "ray_train", extra_meta={"stage": "train-rm"})
+        job = RMFitJob(init_path=str(init), out_path=str(out), epochs=cfg.reward.init_epochs, lr=cfg.reward.lr,
+                       version=0, seed=cfg.seed, meta={"kind": "rm", "version": 0, "stage": "train-rm"})
+        metrics = fit_reward_model_ray(cfg, job, pairs, data.heldout, str(out.parent / "ray_train"))
     finally:
         if started:
             import ray
@@ -140,8 +136,7 @@ def cmd_eval(args) -> int:
     from frft_ray.run_data import prepare_run_data
 
     if not (args.run or args.policy):
-        print("frft-ray: error: eval needs --run RUN_DIR or --policy CKPT", file=sys.stderr)
-        return 2
+        raise CLIError("eval needs --run RUN_DIR or --policy CKPT")
     cfg = load_config(Path(args.run) / "config.yaml" if args.run else args.config, args.overrides)
     _setup_logging()
     started = phases.ray_init(cfg)
@@ -149,23 +144,14 @@ def cmd_eval(args) -> int:
         data = prepare_run_data(cfg)
         if args.run:
             from frft_ray import driver
-            from frft_ray.tracking import read_latest
 
-            run_dir = Path(args.run).resolve()
-            latest = read_latest(run_dir)
-            if latest is None:
-                print(f"frft-ray: error: {run_dir} has no completed iteration", file=sys.stderr)
-                return 2
-            summary = driver._evaluate(cfg, run_dir, data, latest[1])
-            from frft_ray.summary import print_summary
-
-            print_summary(summary)
+            # FileNotFoundError (-> "frft-ray: error: ...", exit 2) when the run has no completed iteration
+            driver.evaluate_run(cfg, Path(args.run).resolve(), data)  # prints the summary table
             return 0
         pad = load_tokenizer(args.policy).pad_token_id
         prompts = data.eval_prompts[: cfg.eval.num_prompts]
         if data.gold is None and not args.judge_rm:
-            print("frft-ray: error: this data has no gold reward; pass --judge-rm RM_CHECKPOINT", file=sys.stderr)
-            return 2
+            raise CLIError("this data has no gold reward; pass --judge-rm RM_CHECKPOINT")
         judge = phases.make_judge(cfg, data, Path(args.judge_rm) if args.judge_rm else None)
         a = judge(prompts, phases.evaluate_policy(cfg, Path(args.policy), prompts, pad))
         out = {"policy": args.policy, "mean_reward": sum(a) / len(a), "prompts": len(prompts)}
@@ -184,11 +170,9 @@ def cmd_eval(args) -> int:
 def cmd_scale(args) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").exists():
-        print(f"frft-ray: error: {run_dir} is not a run folder (no config.yaml)", file=sys.stderr)
-        return 2
+        raise CLIError(f"{run_dir} is not a run folder (no config.yaml)")
     if args.rollout_workers < 1:
-        print("frft-ray: error: --rollout-workers must be >= 1", file=sys.stderr)
-        return 2
+        raise CLIError("--rollout-workers must be >= 1")
     tmp = run_dir / "control.json.tmp"
     tmp.write_text(json.dumps({"rollout_workers": args.rollout_workers}))
     tmp.replace(run_dir / "control.json")

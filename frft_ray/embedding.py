@@ -6,12 +6,14 @@ so its embeddings are computed once and cached on disk; the policy's generations
 new each iteration, so they are embedded on the fly.
 
 - `load_embedder` / `embed_texts`: in-process embedding on CPU, L2-normalised float32 rows, so a
-  dot product is a cosine similarity.
+  dot product is a cosine similarity. `dedup_texts` is the one text de-duplication (the pool
+  cache and the Ray embedder pool use it); rows are normalised with `similarity.normalise_rows`.
 - `BatchEmbedder`: the same as a Ray Data `map_batches` callable class (it loads the model once per
   actor, then adds an "embedding" column to each batch).
 - `cached_pool_embeddings`: pool embeddings keyed by a fingerprint of the pairs and the `embed`
-  mode, and by the embedding model's identity. The caller supplies `compute_fn(texts) -> array`,
-  so the same cache serves a Ray Data pipeline or an in-process model.
+  mode, and by the embedding model's identity. The caller supplies `compute_fn(texts) -> array`
+  (called once, with the pool's distinct texts in first-occurrence order), so the same cache serves
+  the Ray Data pipeline (`actors.embedder.embed_texts_ray`) or an in-process model.
 
 What gets embedded is `FilterConfig.embed`: `response` (the response alone) or `prompt_response`
 (prompt then response, see `compose_text`). Generations must be embedded with the same
@@ -28,11 +30,12 @@ import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Literal, Sequence
 
 import numpy as np
 
 from frft_ray.data.records import PreferencePair
+from frft_ray.similarity import normalise_rows
 
 if TYPE_CHECKING:  # sentence_transformers costs ~4 s to import; only load it when embedding
     from sentence_transformers import SentenceTransformer
@@ -112,13 +115,24 @@ def embed_texts(model: "SentenceTransformer", texts: Sequence[str], batch_size: 
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def in_process_compute_fn(model_name: str = "bundled", batch_size: int = 128) -> Callable[[list[str]], np.ndarray]:
-    """A `compute_fn` for `cached_pool_embeddings` that embeds in this process."""
+def dedup_texts(texts: Iterable[str], sort: bool = False) -> tuple[list[str], np.ndarray]:
+    """(distinct texts, inverse) with `texts[i] == unique[inverse[i]]`; inverse is int64.
 
-    def compute(texts: list[str]) -> np.ndarray:
-        return embed_texts(load_embedder(model_name), texts, batch_size)
-
-    return compute
+    Distinct texts are in first-occurrence order, or in sorted (code point) order with `sort=True`.
+    The order in which texts reach the model matters at the float level: `encode` pads per batch,
+    so a text embedded next to different neighbours can differ in the last bits. A dict costs one
+    entry per distinct text (np.unique over a fixed-width string array would allocate
+    len(texts) x longest text x 4 bytes, and strip trailing NUL characters).
+    """
+    index: dict[str, int] = {}
+    inverse = np.fromiter((index.setdefault(str(t), len(index)) for t in texts), dtype=np.int64)
+    unique = list(index)
+    if sort and unique:
+        order = sorted(range(len(unique)), key=unique.__getitem__)
+        rank = np.empty(len(unique), dtype=np.int64)
+        rank[order] = np.arange(len(unique))
+        unique, inverse = [unique[i] for i in order], rank[inverse]
+    return unique, inverse
 
 
 class BatchEmbedder:
@@ -128,8 +142,9 @@ class BatchEmbedder:
     compute=ActorPoolStrategy(size=N))`: the model loads once per actor in `__init__`.
     """
 
-    def __init__(self, model_name: str = "bundled", batch_size: int = 128, text_column: str = "text"):
-        self.model = load_embedder(model_name)
+    def __init__(self, model_name: str = "bundled", batch_size: int = 128, text_column: str = "text",
+                 device: str = "cpu"):
+        self.model = load_embedder(model_name, device)
         self.batch_size = batch_size
         self.text_column = text_column
 
@@ -222,19 +237,10 @@ def cache_key(fingerprint: str, model_id: str) -> str:
     return hashlib.sha256(f"{fingerprint}|{model_id}".encode()).hexdigest()[:32]
 
 
-def _normalise(a: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(a, axis=1, keepdims=True)
-    return (a / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-
-
 def _compute(pairs: Sequence[PreferencePair], mode: EmbedMode, compute_fn: Callable) -> dict[str, np.ndarray]:
     """Embed every distinct text once (prompts and responses repeat across pairs), then scatter back."""
     columns = pair_texts(pairs, mode)
-    unique: dict[str, int] = {}
-    for col in columns:
-        for t in col:
-            unique.setdefault(t, len(unique))
-    texts = list(unique)
+    texts, inverse = dedup_texts([t for col in columns for t in col])
     emb = np.asarray(compute_fn(texts))
     if emb.ndim != 2 or emb.shape[0] != len(texts) or emb.shape[1] == 0:
         raise EmbeddingError(
@@ -242,8 +248,9 @@ def _compute(pairs: Sequence[PreferencePair], mode: EmbedMode, compute_fn: Calla
         )
     if not np.all(np.isfinite(emb)):
         raise EmbeddingError("compute_fn returned NaN or infinite embeddings")
-    emb = _normalise(emb.astype(np.float32, copy=False))
-    return {name: emb[[unique[t] for t in col]] for name, col in zip(_PARTS, columns)}
+    emb = normalise_rows(emb)
+    n = len(pairs)
+    return {name: emb[inverse[i * n : (i + 1) * n]] for i, name in enumerate(_PARTS)}
 
 
 def _read(folder: Path, fingerprint: str, model_id: str, n: int) -> dict[str, np.ndarray] | None:

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from frft_ray.env import HUB_OFFLINE_ENV
+
 # Patterns use .gitignore syntax, relative to the uploaded folder (Ray matches them with pathspec).
 DEFAULT_EXCLUDES: tuple[str, ...] = (
     ".git/",
@@ -54,7 +56,7 @@ PASSTHROUGH_ENV: tuple[str, ...] = (
     "RAY_TRAIN_ENABLE_PRINT_PATCH",
     "RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S",
 )
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+# --offline (the default) adds frft_ray.env.HUB_OFFLINE_ENV (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE).
 # The run's own ray.init(runtime_env=...) adds env vars on top of the job's; without this Ray 2.60
 # refuses any overlap ("Failed to merge the Job's runtime env ... because of a conflict").
 JOB_ENV = {"RAY_OVERRIDE_JOB_RUNTIME_ENV": "1"}
@@ -259,7 +261,7 @@ def build_runtime_env(
     env = {k: local_env[k] for k in PASSTHROUGH_ENV if k in local_env}
     env.update(JOB_ENV)
     if offline:
-        env.update(OFFLINE_ENV)
+        env.update(HUB_OFFLINE_ENV)
     env.update(env_vars or {})
     leaked = sorted(set(env) & set(SECRET_ENV))
     if leaked:

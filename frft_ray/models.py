@@ -4,6 +4,10 @@ A model is named by `models.policy` / `models.reward`: `tiny` (built offline fro
 config and a byte-level BPE tokenizer trained on the run's own text), any HF hub name, or a local
 folder. Weights are read and written as safetensors only. A checkpoint folder carries the run
 config it was made with (`frft_config.yaml`) and a `meta.json` (kind, version, metrics).
+
+Also the text-to-tensor pieces the forward passes share: `position_ids_from_mask` (the one place
+this package builds position ids; HF `generate` builds its own), `rm_inputs`, and `rm_forward`
+(the one RM forward: `score`, BT fitting and the serve scorer all call it).
 """
 
 from __future__ import annotations
@@ -196,6 +200,18 @@ def load_reward_checkpoint(path: str | Path, trust_remote_code: bool = False) ->
 # ---------------------------------------------------------------- text <-> tensors
 
 
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids counted from each row's first real token: cumsum(mask) - 1, clamped at 0.
+
+    The one place position ids are built (RM inputs, SFT batches, the PPO forward). GPT-2-style
+    models number positions from the first column, so with left padding a row's outputs would
+    otherwise depend on how much padding it got. Padding gets 0 on the left and the last real
+    position on the right; padded positions are masked out of attention and their outputs are
+    never read, so neither value changes a real token's output.
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def rm_inputs(tok, prompts: list[str], responses: list[str], max_length: int) -> dict:
     """Tokenize prompt+response(+EOS) for the RM, left-padded and left-truncated (the response end is kept)."""
     texts = [p + r + tok.eos_token for p, r in zip(prompts, responses)]
@@ -204,21 +220,35 @@ def rm_inputs(tok, prompts: list[str], responses: list[str], max_length: int) ->
     return enc
 
 
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that start at 0 on the first real token, so left padding leaves outputs unchanged."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+def rm_forward(
+    model, tok, prompts: list[str], responses: list[str], max_length: int, *, position_ids: bool = True
+) -> torch.Tensor:
+    """The RM's reward for each (prompt, response), all in ONE forward pass: shape [n], float32.
+
+    The one RM forward, used by `score`, BT fitting (`algorithms.bt`) and the serve scorer. Callers
+    choose the batches (the padding width, hence the exact floats, depends on what is batched
+    together), grad mode and train/eval mode; inputs go to the device of the model's parameters
+    (works on a DDP wrapper too). `position_ids=False` leaves them out, for models whose forward
+    takes none.
+    """
+    if len(prompts) != len(responses):
+        raise ValueError(f"rm_forward: {len(prompts)} prompts but {len(responses)} responses")
+    enc = rm_inputs(tok, prompts, responses, max_length)
+    if not position_ids:
+        del enc["position_ids"]
+    device = next(model.parameters()).device
+    return model(**{k: v.to(device) for k, v in enc.items()}).logits.squeeze(-1).float()
 
 
 @torch.no_grad()
 def score(rm, tok, prompts: list[str], responses: list[str], max_length: int, batch_size: int = 64) -> torch.Tensor:
-    """RM reward for each (prompt, response); shape [n], float32."""
+    """RM reward for each (prompt, response), in eval mode, `batch_size` per forward; shape [n], float32, CPU."""
     if len(prompts) != len(responses):
         raise ValueError(f"score: {len(prompts)} prompts but {len(responses)} responses")
     was_training = rm.training
     rm.eval()
     out = []
     for i in range(0, len(prompts), batch_size):
-        enc = rm_inputs(tok, prompts[i : i + batch_size], responses[i : i + batch_size], max_length)
-        out.append(rm(**{k: v.to(rm.device) for k, v in enc.items()}).logits.squeeze(-1).float().cpu())
+        out.append(rm_forward(rm, tok, prompts[i : i + batch_size], responses[i : i + batch_size], max_length).cpu())
     rm.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)

@@ -1,4 +1,7 @@
-"""The phases the driver strings together. Each one says *what* happens; actors say *how*."""
+"""The driver's building blocks. Each says *what* happens; the Ray-side roles in actors/ and serve/ say *how*.
+
+Part of the driver layer (with driver.py and arm.py): the only core modules that reach into actors/ and serve/.
+"""
 
 from __future__ import annotations
 
@@ -38,20 +41,6 @@ def build_base_checkpoints(cfg: RunConfig, data: RunData, ckpt_dir: Path) -> tup
     return policy_path, rm_path
 
 
-def fit_rm(cfg: RunConfig, init_path: Path, out_path: Path, pairs: list, heldout: list, *, epochs: float,
-           lr: float, version: int, storage: Path, extra_meta: dict) -> dict:
-    from actors.reward_trainer import fit_reward_model_ray
-
-    r = cfg.reward
-    return fit_reward_model_ray(
-        str(init_path), str(out_path), pairs, heldout, epochs=epochs, lr=lr, batch_size=r.batch_size,
-        margin=r.margin, max_length=cfg.models.max_length, num_workers=r.num_workers,
-        cpus_per_worker=r.num_cpus_per_worker, use_gpu=r.use_gpu, storage_path=str(storage),
-        seed=cfg.seed + version, torch_threads=cfg.resources.torch_threads,
-        meta={"kind": "rm", "version": version, **extra_meta},
-    )
-
-
 def initial_rm_pairs(cfg: RunConfig, data: RunData) -> list:
     k = cfg.reward.init_records
     if k == "all" or k >= len(data.pool):
@@ -72,8 +61,7 @@ class PoolEmbeddingCache:
     def embed(self, texts: list[str]) -> np.ndarray:
         from actors.embedder import embed_texts_ray
 
-        f = self.cfg.filter
-        return embed_texts_ray(texts, f.embedding_model, f.embed_batch_size, f.num_embedders)
+        return embed_texts_ray(texts, self.cfg.filter, self.cfg.placement.embedder)
 
     def pool_embeddings(self):
         if self._emb is None:
@@ -83,18 +71,16 @@ class PoolEmbeddingCache:
         return self._emb
 
 
-def select_for_refit(cfg: RunConfig, data: RunData, cache: PoolEmbeddingCache, mode: str, samples,
-                     seed: int):
-    """The pairs to refit on: filtered by similarity (frft) or a same-sized random draw (random-refit)."""
+def select_for_refit(cfg: RunConfig, data: RunData, cache: PoolEmbeddingCache, samples, seed: int):
+    """The pairs an FRFT refit trains on: the pool pairs most like the policy's samples (`filter:`)."""
     from frft_ray.embedding import compose_text
     from frft_ray.filtering import select_pairs
+    from frft_ray.strategies import get_strategy
 
     f = cfg.filter
-    if mode == "random-refit":
-        return select_pairs(data.pool, None, None, None, f.model_copy(update={"strategy": "random-k"}), seed)
     gen_emb = cache.embed([compose_text(p, r, f.embed) for p, r in zip(samples.prompts, samples.responses)])
     gen_prompt_emb = gen_groups = None
-    if f.strategy == "prompt_matched":
+    if get_strategy(f.strategy).needs_prompt_embeddings:
         distinct = sorted(set(samples.prompts))
         gen_prompt_emb = cache.embed(samples.prompts)
         gen_groups = np.array([distinct.index(p) for p in samples.prompts])
@@ -107,6 +93,13 @@ def select_for_refit(cfg: RunConfig, data: RunData, cache: PoolEmbeddingCache, m
         topped = f.model_copy(update={"selection": "budget", "budget": min(f.min_records, len(data.pool))})
         sel = select_pairs(*args, topped, seed, gen_groups=gen_groups)
     return sel
+
+
+def select_random(cfg: RunConfig, data: RunData, seed: int):
+    """The random-refit ablation: `filter.budget` pool pairs drawn uniformly (no embeddings needed)."""
+    from frft_ray.filtering import random_selection
+
+    return random_selection(data.pool, cfg.filter.budget, seed)
 
 
 # ---------------------------------------------------------------- measuring RMs and policies
@@ -146,7 +139,7 @@ def evaluate_policy(cfg: RunConfig, policy_path: Path, prompts: list[str], pad_i
     """Responses of a saved policy to the evaluation prompts, from a fresh rollout pool."""
     from actors.rollout_pool import RolloutPool
 
-    pool = RolloutPool(str(policy_path), cfg.rollout, cfg.models.max_prompt_tokens, cfg.resources.torch_threads, pad_id)
+    pool = RolloutPool(str(policy_path), cfg, pad_id)
     try:
         return pool.generate(prompts, greedy=cfg.eval.greedy, seed=cfg.seed + 991).responses
     finally:
@@ -163,6 +156,13 @@ def make_judge(cfg: RunConfig, data: RunData, rm_path: Path):
     loaded = load_reward_checkpoint(rm_path, cfg.models.trust_remote_code)
     return lambda prompts, responses: score(loaded.model, loaded.tokenizer, prompts, responses,
                                             cfg.models.max_length).tolist()
+
+
+def pad_id(policy_path: Path) -> int:
+    """The pad token id of a policy checkpoint's tokenizer (rollout batches are padded with it)."""
+    from frft_ray.models import load_tokenizer
+
+    return load_tokenizer(str(policy_path)).pad_token_id
 
 
 # ---------------------------------------------------------------- rollout scaling on request
@@ -209,7 +209,7 @@ def start_serving(cfg: RunConfig, rm_path: Path, version: int) -> str | None:
         return None
     from serve.launch import start_server
 
-    url = start_server(cfg.serve, str(rm_path), version=version, num_cpus=cfg.serve.num_cpus_per_replica)
+    url = start_server(cfg.serve, str(rm_path), version=version, placement=cfg.placement.serve)
     log.info("reward model served at %s (version %d); POST /v1/score or /get_reward", url, version)
     return url
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from frft_ray.config import RunConfig
+from frft_ray.run_state import RunState
 
 
-def build_summary(cfg: RunConfig, state: dict, prompts: list[str], judged: dict, wall_s: float) -> dict:
+def build_summary(cfg: RunConfig, state: RunState, prompts: list[str], judged: dict, wall_s: float) -> dict:
     from frft_ray.evaluation import win_rate
 
-    arms = state["arms"]
+    arms = state.arms
     gold = {name: float(np.mean(j["scores"])) for name, j in judged.items()}
     summary: dict = {
         "judge": "gold" if cfg.data.format == "benchmark" and cfg.eval.judge == "gold" else "rm",
@@ -20,24 +23,24 @@ def build_summary(cfg: RunConfig, state: dict, prompts: list[str], judged: dict,
         "rm_records": {},
         "rm_accuracy": {},
         "rm_score": {},
-        "timing_s": {k: round(v, 2) for k, v in state["timing"].items()} | {"total": round(wall_s, 2)},
-        "sft": state.get("sft", {}),
-        "initial_rm": state.get("rm0", {}),
+        "timing_s": {k: round(v, 2) for k, v in state.timing.items()} | {"total": round(wall_s, 2)},
+        "sft": state.sft,
+        "initial_rm": dataclasses.asdict(state.rm0) if state.rm0 else {},
         "config": cfg.model_dump(mode="json"),
     }
     for arm, a in arms.items():
-        its = a["iterations"]
-        acc = [{"heldout": r.get("rm_heldout"), "on_policy": r.get("rm_on_policy"),
-                "heldout_gold": r.get("rm_heldout_gold"), "heldout_policy_like": r.get("rm_heldout_policy_like")}
+        its = a.iterations
+        acc = [{"heldout": r.rm_heldout, "on_policy": r.rm_on_policy,
+                "heldout_gold": r.rm_heldout_gold, "heldout_policy_like": r.rm_heldout_policy_like}
                for r in its]
         if arm == "vanilla":
-            summary["rm_records"][arm] = int(its[0]["records"]) if its else 0
+            summary["rm_records"][arm] = int(its[0].records) if its else 0
             summary["rm_accuracy"][arm] = acc[-1] if acc else {}
         else:
-            summary["rm_records"][arm] = [int(r["records"]) for r in its]
+            summary["rm_records"][arm] = [int(r.records) for r in its]
             summary["rm_accuracy"][arm] = acc
-            summary.setdefault("selection", {})[arm] = [r.get("selection") for r in its]
-        summary["rm_score"][arm] = [s for r in its for s in r.get("scores", [])]
+            summary.setdefault("selection", {})[arm] = [r.selection for r in its]
+        summary["rm_score"][arm] = [s for r in its for s in r.scores]
     for arm in arms:
         if arm != "vanilla" and "vanilla" in judged:
             summary["win_rate"][f"{arm}_vs_vanilla"] = win_rate(judged[arm]["scores"], judged["vanilla"]["scores"])

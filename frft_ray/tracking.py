@@ -1,19 +1,15 @@
-"""Run-folder bookkeeping: metrics (JSONL + TensorBoard), phase timers, the `latest` pointer."""
+"""Run-folder bookkeeping: metrics (JSONL + TensorBoard) and phase timers (state files: run_state.py)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger("frft_ray")
-
-LATEST = "latest"
-STATE_FILE = "driver_state.json"
 
 
 class PhaseTimer:
@@ -59,23 +55,3 @@ class MetricsLogger:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
-
-
-def write_latest(run_dir: Path, ckpt_dir: Path, state: dict) -> None:
-    """Write the checkpoint's driver state, then the `latest` pointer last (atomically)."""
-    (ckpt_dir / STATE_FILE).write_text(json.dumps(state, indent=2, default=float))
-    tmp = run_dir / (LATEST + ".tmp")
-    tmp.write_text(str(ckpt_dir.relative_to(run_dir)) + "\n")
-    os.replace(tmp, run_dir / LATEST)
-
-
-def read_latest(run_dir: Path) -> tuple[Path, dict] | None:
-    """The last complete checkpoint folder and its driver state, or None for a fresh run."""
-    pointer = run_dir / LATEST
-    if not pointer.exists():
-        return None
-    ckpt = run_dir / pointer.read_text().strip()
-    state_file = ckpt / STATE_FILE
-    if not state_file.exists():
-        raise FileNotFoundError(f"{pointer} names {ckpt}, which has no {STATE_FILE}: the run folder is damaged")
-    return ckpt, json.loads(state_file.read_text())

@@ -53,7 +53,7 @@ params = sum(p.numel() for p in model_a.parameters())
 print(f"policy: {params / 1e6:.1f}M params, vocab {len(tok)}, built offline in {time.perf_counter() - t:.1f} s")
 lines = corpus(N * 4)
 prompts = [lines[i][:200] for i in range(0, 4 * N, 4)][:N]
-cfg = RolloutConfig(engine="vllm", num_gpus=1, max_new_tokens=NEW, temperature=1.0, top_k=0, top_p=1.0, batch_size=HF_BS)
+cfg = RolloutConfig(engine="vllm", max_new_tokens=NEW, temperature=1.0, top_k=0, top_p=1.0, batch_size=HF_BS)
 
 
 def sync():

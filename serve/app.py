@@ -28,6 +28,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
+
+from serve.settings import ReplicaSettings
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve.schemas import (
@@ -124,27 +126,28 @@ def _sigmoid(x: float) -> float:
 @serve.deployment(name="RewardModel")
 @serve.ingress(api)
 class RewardModelServer:
-    """One replica. `settings` is built by `serve.launch.deployment_settings` from ServeConfig."""
+    """One replica, configured by `ReplicaSettings` (the `serve:` section plus the token's hash)."""
 
-    def __init__(self, app_name: str, settings: dict):
+    def __init__(self, app_name: str, settings: ReplicaSettings):
         import torch
 
-        torch.set_num_threads(int(settings.get("torch_threads", 1)))
-        self._s = settings
+        torch.set_num_threads(settings.torch_threads)
+        self._s = settings.serve
+        self._poll_s = settings.poll_s
         # Serve pickles this class by value, so a bare `api` here would be a copy; the middleware
         # reads the real module's app, so set its state through the imported module.
         from serve import app as this_module
 
-        this_module.api.state.token_sha256 = settings.get("token_sha256")
-        this_module.api.state.max_body_bytes = settings["max_items"] * (settings["max_text_chars"] * 6 + 64) + 4096
+        this_module.api.state.token_sha256 = settings.token_sha256
+        this_module.api.state.max_body_bytes = self._s.max_items * (self._s.max_text_chars * 6 + 64) + 4096
         self._registry = get_registry(app_name)
         cur = ray.get(self._registry.current.remote(), timeout=60)
         if cur is None:
             raise RuntimeError(f"no RM version published for app {app_name!r}; call serve.launch.publish_rm first")
         self._snap: Snapshot = load_snapshot(cur["path"], cur["version"], cur["meta"])
         self._last_error: str | None = None
-        self._score_batch.set_max_batch_size(settings["max_batch_size"])
-        self._score_batch.set_batch_wait_timeout_s(settings["batch_wait_timeout_s"])
+        self._score_batch.set_max_batch_size(self._s.max_batch_size)
+        self._score_batch.set_batch_wait_timeout_s(self._s.batch_wait_timeout_s)
         self._stop = threading.Event()
         threading.Thread(target=self._follow_registry, name="rm-version-poller", daemon=True).start()
 
@@ -153,7 +156,7 @@ class RewardModelServer:
     def _follow_registry(self) -> None:
         """Poll the registry; load a newer version off the request path, then swap in one assignment."""
         failed_version = None
-        while not self._stop.wait(self._s.get("poll_s", 0.5)):
+        while not self._stop.wait(self._poll_s):
             try:
                 cur = ray.get(self._registry.current.remote(), timeout=10)
             except Exception as e:  # registry gone or slow: keep serving what we have
@@ -183,7 +186,7 @@ class RewardModelServer:
         snap = self._snap  # one version for the whole batch
         prompts = [p for ps, _ in reqs for p in ps]
         responses = [r for _, rs in reqs for r in rs]
-        flat = await asyncio.to_thread(score_pairs, snap, prompts, responses, self._s["max_batch_size"])
+        flat = await asyncio.to_thread(score_pairs, snap, prompts, responses, self._s.max_batch_size)
         out, i = [], 0
         for ps, _ in reqs:
             out.append((flat[i : i + len(ps)], snap.version))
@@ -197,14 +200,14 @@ class RewardModelServer:
         prompts = [it.prompt for it in req.items]
         responses = [it.response for it in req.items]
         check_limits({"items.prompt": prompts, "items.response": responses}, len(prompts),
-                     self._s["max_items"], self._s["max_text_chars"])
+                     self._s.max_items, self._s.max_text_chars)
         scores, version = await self._score_batch((prompts, responses))
         return ScoreResponse(scores=scores, model_version=version)
 
     @api.post("/get_reward", response_model=RewardResponse)
     async def get_reward(self, req: RewardRequest) -> RewardResponse:
         check_limits({"query": req.query, "prompts": req.prompts or []}, len(req.query),
-                     self._s["max_items"], self._s["max_text_chars"])
+                     self._s.max_items, self._s.max_text_chars)
         prompts, responses = split_queries(req.query, req.prompts)
         rewards, version = await self._score_batch((prompts, responses))
         return RewardResponse(

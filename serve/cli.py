@@ -1,4 +1,7 @@
-"""`frft-ray serve` (run the RM endpoint, or hot-swap it with --reload) and `frft-ray score` (a client)."""
+"""`frft-ray serve` (run the RM endpoint, or hot-swap it with --reload) and `frft-ray score` (a client).
+
+User errors are raised (CLIError, FileNotFoundError, ConfigError) and reported by frft_ray.cli.main.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from frft_ray.cli_common import CLIError, add_config_args
+
 DEFAULT_STATE = Path("~/.cache/frft_ray/serve.json").expanduser()
 
 
@@ -18,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", metavar="RUN_DIR", help="serve the RM of the run's latest iteration (RUN_DIR/latest)")
     src.add_argument("--checkpoint", metavar="PATH", help="serve this RM checkpoint folder")
-    p.add_argument("--config", help="run config YAML whose `serve:` section to use (default: built-in defaults)")
+    add_config_args(p, config_help="run config YAML whose `serve:` section to use (default: built-in defaults); "
+                    "--set serve.KEY=VALUE overrides it")
     p.add_argument("--host", help="bind address (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int)
     p.add_argument("--replicas", type=int)
@@ -27,14 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="do not start a server: publish the checkpoint to the running one (hot swap, no restart)")
     p.add_argument("--address", help="Ray address of the running server for --reload (default: from --state-file)")
     p.add_argument("--state-file", default=str(DEFAULT_STATE), help=f"where `serve` records its URL and Ray address (default {DEFAULT_STATE})")
-    p.set_defaults(func=_serve)
+    p.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("score", help="score one (prompt, response) with a running endpoint")
     s.add_argument("prompt")
     s.add_argument("response")
     s.add_argument("--url", default="http://127.0.0.1:8000", help="endpoint base URL")
     s.add_argument("--token", help="bearer token (default: $FRFT_RAY_TOKEN)")
-    s.set_defaults(func=_score)
+    s.set_defaults(func=cmd_score)
 
 
 def _checkpoint(args) -> Path:
@@ -46,12 +52,16 @@ def _checkpoint(args) -> Path:
 def _serve_config(args):
     from frft_ray.config import ServeConfig, load_config
 
-    cfg = load_config(args.config).serve if args.config else ServeConfig()
+    # --set without --config overrides the packaged demo config, whose serve: section is the built-in defaults
+    if args.config or args.overrides:
+        cfg = load_config(args.config, args.overrides).serve
+    else:
+        cfg = ServeConfig()
     updates = {k: v for k, v in (("host", args.host), ("port", args.port), ("replicas", args.replicas)) if v is not None}
     return cfg.model_copy(update=updates) if updates else cfg
 
 
-def _serve(args) -> int:
+def cmd_serve(args) -> int:
     if args.reload:  # a Ray 2.60 cluster wants its token from a connecting client; read before Ray starts up
         os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
@@ -70,9 +80,8 @@ def _serve(args) -> int:
         ray.init(address=address, log_to_driver=False)
         try:
             entry = launch.publish_rm(ckpt, args.version)
-        except (ValueError, LookupError) as e:
-            print(f"frft-ray serve --reload: error: {e}", file=sys.stderr)
-            return 2
+        except (ValueError, LookupError) as e:  # a version that is not newer, no server app to publish to
+            raise CLIError(f"serve --reload: {e}") from None
         print(f"published RM version {entry['version']} from {entry['path']}; replicas swap within ~1 s")
         return 0
 
@@ -99,7 +108,7 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _score(args) -> int:
+def cmd_score(args) -> int:
     import requests
 
     token = args.token or os.environ.get("FRFT_RAY_TOKEN")

@@ -10,7 +10,6 @@ The bearer token never enters Ray: `start_server` reads the env var named by
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -20,26 +19,12 @@ import ray
 import requests
 from ray import serve
 
-from frft_ray.config import ServeConfig
+from frft_ray.config import PlacementConfig, RolePlacement, ServeConfig
 from frft_ray.models import read_meta
+from serve.settings import POLL_S, ReplicaSettings  # noqa: F401 (POLL_S: the swap delay)
 from serve.versions import get_registry
 
 APP_NAME = "frft_rm"
-POLL_S = 0.5
-
-
-def deployment_settings(cfg: ServeConfig, torch_threads: int = 1) -> dict:
-    """What each replica needs from ServeConfig (plus the token's hash, if a token is set)."""
-    token = os.environ.get(cfg.auth_token_env) or None
-    return {
-        "max_batch_size": cfg.max_batch_size,
-        "batch_wait_timeout_s": cfg.batch_wait_timeout_s,
-        "max_items": cfg.max_items,
-        "max_text_chars": cfg.max_text_chars,
-        "token_sha256": hashlib.sha256(token.encode()).hexdigest() if token else None,
-        "poll_s": POLL_S,
-        "torch_threads": torch_threads,
-    }
 
 
 def _check_checkpoint(path: str | Path) -> Path:
@@ -80,10 +65,12 @@ def start_server(
     version: int | None = None,
     app_name: str = APP_NAME,
     route_prefix: str = "/",
-    num_cpus: float = 0.5,
+    placement: RolePlacement | None = None,
     torch_threads: int = 1,
 ) -> str:
     """Deploy the RM app (needs `ray.init` first) serving `checkpoint`; returns its base URL.
+
+    Each replica is placed by `placement` (the run config's `placement.serve`; default: its defaults).
 
     If the app's registry already holds a version (a restart), `checkpoint` is published only
     when `version` is newer, so versions never go backwards.
@@ -99,7 +86,7 @@ def start_server(
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     options: dict = {
         "max_ongoing_requests": cfg.max_ongoing_requests,
-        "ray_actor_options": {"num_cpus": num_cpus},
+        "ray_actor_options": (placement or PlacementConfig().serve).ray_options(),
     }
     if cfg.autoscale_max_replicas and cfg.autoscale_max_replicas > cfg.replicas:
         options["autoscaling_config"] = {
@@ -110,7 +97,7 @@ def start_server(
         }
     else:
         options["num_replicas"] = cfg.replicas
-    app = RewardModelServer.options(**options).bind(app_name, deployment_settings(cfg, torch_threads))
+    app = RewardModelServer.options(**options).bind(app_name, ReplicaSettings.from_config(cfg, torch_threads))
     serve.run(app, name=app_name, route_prefix=route_prefix, blocking=False)
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
     return f"http://{host}:{cfg.port}{route_prefix.rstrip('/')}"

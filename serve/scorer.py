@@ -3,9 +3,11 @@
 No HTTP and no Ray here: the deployment holds a `Snapshot` and swaps it whole, so every batch
 scores with exactly one (model, tokenizer, version) and can say which version that was.
 
-Scores do not depend on what else is in the batch: GPT-2-style models number positions from
+The forward itself is `frft_ray.models.rm_forward`, the same one `models.score` and RM training
+use. Scores do not depend on what else is in the batch: GPT-2-style models number positions from
 the first column, so with left padding a short text's reward would change with the longest
-text it is batched with. We pass position ids counted from each text's first real token.
+text it is batched with; `rm_forward` passes position ids counted from each text's first real
+token (left out for a model whose forward takes none).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import torch
 
 from frft_ray.config import ModelsConfig
-from frft_ray.models import CONFIG_FILE, load_reward_checkpoint, rm_inputs
+from frft_ray.models import CONFIG_FILE, load_reward_checkpoint, rm_forward
 
 
 @dataclass(frozen=True)
@@ -77,9 +79,7 @@ def score_pairs(snap: Snapshot, prompts: list[str], responses: list[str], chunk:
     """Rewards for each (prompt, response), `chunk` sequences per forward pass."""
     out: list[float] = []
     for i in range(0, len(prompts), chunk):
-        enc = rm_inputs(snap.tokenizer, prompts[i : i + chunk], responses[i : i + chunk], snap.max_length)
-        kwargs = dict(enc)
-        if snap.takes_position_ids:
-            kwargs["position_ids"] = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        out.extend(snap.model(**kwargs).logits.squeeze(-1).float().tolist())
+        r = rm_forward(snap.model, snap.tokenizer, prompts[i : i + chunk], responses[i : i + chunk], snap.max_length,
+                       position_ids=snap.takes_position_ids)
+        out.extend(r.tolist())
     return out

@@ -36,3 +36,33 @@ def test_train_rm_cli_fits_through_ray_train(ray_local, capsys):
 def test_run_cli_names_a_bad_override_and_exits_2(capsys):
     assert main(["run", "--set", "ppo.kl_cof=0.1"]) == 2
     assert "ppo.kl_cof" in capsys.readouterr().err
+
+
+def test_every_command_group_is_registered():
+    from frft_ray.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert {"data", "run", "sft", "train-rm", "eval", "scale", "serve", "score", "submit", "jobs"} <= set(sub.choices)
+
+
+def test_user_errors_take_one_path(tmp_path, capsys):
+    """Handlers raise; main prints one `frft-ray: error: ...` line on stderr and returns 2."""
+    cases = [
+        (["scale", str(tmp_path), "--rollout-workers", "2"], "is not a run folder"),
+        (["run", "--resume", str(tmp_path)], "no config.yaml there"),
+        (["submit", "--address", "http://127.0.0.1:9", "--env", "BAD"], "--env 'BAD' must look like NAME=VALUE"),
+        (["serve", "--checkpoint", str(tmp_path), "--set", "serve.prot=1"], "serve.prot"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("frft-ray: error: ") and message in err, (argv, err)
+
+
+def test_serve_accepts_config_overrides():
+    from frft_ray.cli import build_parser
+    from serve.cli import _serve_config
+
+    args = build_parser().parse_args(["serve", "--checkpoint", "x", "--set", "serve.port=9001", "--replicas", "2"])
+    cfg = _serve_config(args)
+    assert (cfg.port, cfg.replicas, cfg.host) == (9001, 2, "127.0.0.1")

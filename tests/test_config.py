@@ -63,3 +63,23 @@ def test_override_without_equals_is_rejected():
 def test_missing_file_is_named():
     with pytest.raises(ConfigError, match="nope.yaml"):
         load_config("nope.yaml")
+
+
+def _undescribed_fields(model, prefix: str = "") -> list[str]:
+    """Dotted names of every field under `model`, nested sections included, that has no description."""
+    from pydantic import BaseModel
+
+    missing = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        if not (field.description or "").strip():
+            missing.append(key)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            missing += _undescribed_fields(ann, f"{key}.")
+    return missing
+
+
+def test_every_config_field_has_a_description():
+    missing = _undescribed_fields(RunConfig)
+    assert not missing, f"config fields without description=: {', '.join(missing)}"

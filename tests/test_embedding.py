@@ -14,12 +14,14 @@ from frft_ray.embedding import (
     EmbeddingError,
     cached_pool_embeddings,
     compose_text,
+    dedup_texts,
     embed_texts,
     load_embedder,
     model_identity,
     pool_fingerprint,
 )
 from frft_ray.filtering import select_pairs
+from frft_ray.similarity import FilterError, normalise_rows, unit_rows
 
 ANCHORS = [
     "How do I bake a loaf of sourdough bread at home?",
@@ -107,8 +109,9 @@ def test_cache_hit_skips_compute_and_returns_the_same_arrays(model, tmp_path):
     compute = CountingCompute(model)
     first = cached_pool_embeddings(make_pairs(), cfg, compute)
     assert compute.calls == 1 and not first.from_cache
-    # Distinct texts only: 4 chosen + 4 rejected + 2 distinct prompts.
-    assert len(compute.texts[0]) == 10
+    # Distinct texts only, in first-occurrence order: 4 chosen, 4 rejected, then 2 distinct prompts.
+    pairs = make_pairs()
+    assert compute.texts[0] == [p.chosen for p in pairs] + [p.rejected for p in pairs] + [pairs[0].prompt, pairs[1].prompt]
     second = cached_pool_embeddings(make_pairs(), cfg, compute)
     assert compute.calls == 1 and second.from_cache
     for part in ("chosen", "rejected", "prompt"):
@@ -168,3 +171,32 @@ def test_prompt_response_text_keeps_the_response_when_the_prompt_is_long():
     text = compose_text("Human: " + "blah " * 1000 + "\n\nAssistant:", " Sure, here it is.", "prompt_response")
     assert text.endswith("Assistant:\nSure, here it is.") and len(text) < 700
     assert compose_text("Human: hi\n\nAssistant:", " Hello!", "response") == " Hello!"
+
+
+def test_dedup_texts_keeps_first_occurrence_or_sorted_order():
+    texts = ["b", "a", "b", "c", "a", "é", "b\x00"]
+    unique, inverse = dedup_texts(texts)
+    assert unique == ["b", "a", "c", "é", "b\x00"] and inverse.dtype == np.int64
+    assert [unique[i] for i in inverse] == texts
+    srt, inv = dedup_texts(texts, sort=True)
+    assert srt == sorted(set(texts)) and [srt[i] for i in inv] == texts  # a trailing NUL is kept
+    # Sorted order is np.unique's order (what the Ray embedder used), without a fixed-width copy.
+    plain = texts[:-1]
+    np_unique, np_inverse = np.unique(np.asarray(plain, dtype=object).astype(str), return_inverse=True)
+    srt, inv = dedup_texts(plain, sort=True)
+    assert srt == np_unique.tolist() and inv.tolist() == np_inverse.tolist()
+    empty, inv = dedup_texts([])
+    assert empty == [] and inv.shape == (0,)
+
+
+def test_one_row_normaliser_for_embeddings_and_filtering():
+    a = np.array([[3.0, 4.0], [0.0, 0.0]])
+    out = normalise_rows(a)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0]], atol=1e-7)
+    np.testing.assert_array_equal(unit_rows(a, "x"), out)  # the validating version is the same numbers
+    with pytest.raises(FilterError, match="x contains NaN"):
+        unit_rows(np.array([[np.nan, 1.0]]), "x")
+    import frft_ray.embedding as embedding
+
+    assert embedding.normalise_rows is normalise_rows and not hasattr(embedding, "_normalise")

@@ -10,7 +10,8 @@ import pytest
 from frft_ray.config import FilterConfig
 from frft_ray.data.records import PreferencePair
 from frft_ray.embedding import PoolEmbeddings
-from frft_ray.filtering import SIMILARITY_STRATEGIES, FilterError, select_pairs
+from frft_ray.filtering import FilterError, select_pairs
+from frft_ray.strategies import similarity_strategies
 
 D = 16
 
@@ -179,7 +180,7 @@ def test_all_keeps_every_pair(big):
 
 
 @pytest.mark.parametrize("aggregate", ["max", "topk_mean"])
-@pytest.mark.parametrize("strategy", SIMILARITY_STRATEGIES)
+@pytest.mark.parametrize("strategy", similarity_strategies())
 def test_chunked_equals_unchunked(big, strategy, aggregate):
     emb, gens, gen_prompts, _ = big
     kw = dict(strategy=strategy, aggregate=aggregate, aggregate_k=3, selection="budget", budget=40)

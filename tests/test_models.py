@@ -14,6 +14,8 @@ from frft_ray.models import (
     hidden_size,
     load_policy_checkpoint,
     load_reward_checkpoint,
+    position_ids_from_mask,
+    rm_forward,
     save_checkpoint,
     score,
     train_tokenizer,
@@ -71,6 +73,19 @@ def test_reward_model_scores_one_logit_and_round_trips(tok, tmp_path):
     # left padding must not change a sequence's score
     alone = score(loaded.model, loaded.tokenizer, ["\n\nHuman: hi\n\nAssistant:"], [" a"], 128)
     assert torch.allclose(alone, s2[:1], atol=1e-5)
+
+
+def test_rm_forward_is_the_scoring_path_and_positions_count_real_tokens(tok):
+    m = ModelsConfig(tiny={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 128, "vocab_size": 512})
+    rm = build_reward_model(m, tok).eval()
+    prompts, responses = ["\n\nHuman: hi\n\nAssistant:"] * 3, [" a", " bb bb", " c c c c"]
+    with torch.no_grad():
+        assert torch.equal(rm_forward(rm, tok, prompts, responses, 128), score(rm, tok, prompts, responses, 128))
+        assert rm_forward(rm, tok, prompts, responses, 128, position_ids=False).shape == (3,)
+    with pytest.raises(ValueError, match="3 prompts but 2 responses"):
+        rm_forward(rm, tok, prompts, responses[:2], 128)
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 0, 0]])  # left- and right-padded rows
+    assert position_ids_from_mask(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 2, 2]]
 
 
 def test_missing_rm_checkpoint_is_a_clear_error(tmp_path):

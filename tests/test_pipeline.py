@@ -181,7 +181,7 @@ def test_scale_cli_rejects_bad_input(tmp_path, capsys):
 
 def test_two_rollout_workers_return_the_same_samples_in_order_as_one(ray_local, tmp_path):
     from actors.rollout_pool import RolloutPool
-    from frft_ray.config import ModelsConfig, RolloutConfig
+    from frft_ray.config import ModelsConfig, config_from_dict
     from frft_ray.models import build_policy, save_checkpoint, train_tokenizer
 
     texts = [f"\n\nHuman: How do I fold shape {i}?\n\nAssistant: Fold edge {i % 4} then press." for i in range(200)]
@@ -189,10 +189,12 @@ def test_two_rollout_workers_return_the_same_samples_in_order_as_one(ray_local, 
     save_checkpoint(tmp_path / "p", build_policy(ModelsConfig(tiny={"n_layer": 1, "n_embd": 32, "n_head": 2}), tok),
                     tok, None, {"kind": "policy"})
     prompts = [t.split(" Fold")[0] for t in texts[:11]]  # odd count: uneven shards
-    cfg = RolloutConfig(num_workers=1, num_cpus=0.25, batch_size=4, max_new_tokens=6)
     outs = {}
     for n in (1, 2):
-        pool = RolloutPool(str(tmp_path / "p"), cfg.model_copy(update={"num_workers": n}), 48, 1, tok.pad_token_id)
+        cfg = config_from_dict({"rollout": {"num_workers": n, "batch_size": 4, "max_new_tokens": 6},
+                                "models": {"max_prompt_tokens": 48}, "resources": {"torch_threads": 1},
+                                "placement": {"rollout": {"num_cpus": 0.25}}})
+        pool = RolloutPool(str(tmp_path / "p"), cfg, tok.pad_token_id)
         try:
             assert pool.size == n
             outs[n] = pool.generate(prompts, greedy=True)

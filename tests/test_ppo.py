@@ -19,7 +19,7 @@ from frft_ray.algorithms.ppo import (
     policy_loss,
     value_loss,
 )
-from frft_ray.algorithms.ppo_learner import PPOLearner, response_forward
+from frft_ray.algorithms.ppo_update import PPOLearner, response_forward
 from frft_ray.config import ModelsConfig, PPOConfig, RolloutConfig, TinyModelConfig
 from frft_ray.models import ValueHead, build_policy, frozen_reference, hidden_size, train_tokenizer
 from frft_ray.rollout import generate

@@ -44,10 +44,10 @@ def ckpts(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(ckpts, ray_local):  # the session's shared local Ray instance (tests/conftest.py)
     cfg = ServeConfig(port=PORT, max_items=8, max_text_chars=200, max_batch_size=16)
-    url = launch.start_server(cfg, ckpts[1], num_cpus=0.25)
+    url = launch.start_server(cfg, ckpts[1])
     os.environ["FRFT_TEST_TOKEN"] = TOKEN
     auth_url = launch.start_server(cfg.model_copy(update={"auth_token_env": "FRFT_TEST_TOKEN"}), ckpts[1],
-                                   app_name="frft_rm_auth", route_prefix="/auth", num_cpus=0.25)
+                                   app_name="frft_rm_auth", route_prefix="/auth")
     yield url, auth_url
     launch.stop_server()
     launch.stop_server("frft_rm_auth")

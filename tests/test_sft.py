@@ -5,8 +5,9 @@ import random
 import pytest
 import torch
 
+from frft_ray.algorithms.loop import FractionalEpochs
 from frft_ray.algorithms.sft import IGNORE, sft_batch, sft_loss, train_sft
-from frft_ray.config import ModelsConfig, TinyModelConfig
+from frft_ray.config import ModelsConfig, SFTConfig, TinyModelConfig
 from frft_ray.models import build_policy, train_tokenizer
 
 NAMES = ["Ada", "Bo", "Cy", "Dee", "Eli", "Fay"]
@@ -35,6 +36,20 @@ def tok():
 def tiny_policy(tok):
     mcfg = ModelsConfig(tiny=TinyModelConfig(n_layer=2, n_embd=64, n_head=4, n_positions=128, vocab_size=300))
     return build_policy(mcfg, tok, seed=0)
+
+
+def test_fractional_epochs_schedule():
+    """1.5 epochs of 10 items in batches of 4: 3 steps per epoch, 5 steps, each epoch a full permutation."""
+    b = FractionalEpochs(10, 4, 1.5, seed=0)
+    steps = list(b)
+    assert b.steps_per_epoch == 3 and len(b) == len(steps) == 5
+    assert [(s, e) for s, e, _ in steps] == [(k, k / 3) for k in range(1, 6)]
+    assert [len(idx) for _, _, idx in steps] == [4, 4, 2, 4, 4]
+    assert sorted(j for _, _, idx in steps[:3] for j in idx) == list(range(10))
+    assert [idx for *_, idx in FractionalEpochs(10, 4, 1.5, seed=0)] == [idx for *_, idx in steps]
+    assert [idx for *_, idx in FractionalEpochs(10, 4, 1.5, seed=1)] != [idx for *_, idx in steps]
+    with pytest.raises(ValueError, match="batch_size >= 1 and epochs > 0"):
+        FractionalEpochs(10, 4, 0, seed=0)
 
 
 def test_sft_batch_masks_prompt_and_right_pads(tok):
@@ -69,7 +84,7 @@ def test_sft_loss_equals_hf_loss_on_response_tokens(tok):
 def test_train_sft_lowers_loss(tok):
     model = tiny_policy(tok)
     p, r = demos(96, 2)
-    out = train_sft(model, tok, p, r, epochs=3, lr=3e-3, batch_size=16, max_length=64, seed=0, progress=False)
+    out = train_sft(model, tok, p, r, SFTConfig(epochs=3, lr=3e-3, batch_size=16), max_length=64, seed=0, progress=False)
     assert out["steps"] == 18
     assert out["loss_end"] < 0.5 * out["loss_start"], out
     held_p, held_r = demos(32, 3)
@@ -87,7 +102,7 @@ def test_sft_lowers_loss_on_benchmark_demonstrations():
     model = build_policy(mcfg, btok, seed=0)
     train, held = bm.sft[:256], bm.sft[256:]
     out = train_sft(model, btok, [d.prompt for d in train], [d.response for d in train],
-                    epochs=4, lr=3e-3, batch_size=32, max_length=160, seed=0, progress=False)
+                    SFTConfig(epochs=4, lr=3e-3, batch_size=32), max_length=160, seed=0, progress=False)
     assert out["loss_end"] < 0.75 * out["loss_start"], out
     with torch.no_grad():
         held_loss = sft_loss(model.eval(), btok, [d.prompt for d in held], [d.response for d in held], 160).item()

@@ -122,8 +122,8 @@ def gpu_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("vllm")
     model_a, tok = build_policy_dir(root / "a", seed=0)
     model_b, _ = build_policy_dir(root / "b", seed=1, tok=tok)
-    cfg = RolloutConfig(engine="vllm", num_gpus=1, max_new_tokens=24, temperature=1.0)
-    engine = VLLMEngine(str(root / "a"), cfg, max_prompt_tokens=32, enforce_eager=True,
+    cfg = RolloutConfig(engine="vllm", max_new_tokens=24, temperature=1.0)
+    engine = VLLMEngine(str(root / "a"), cfg, max_prompt_tokens=32, gpu_share=1.0, enforce_eager=True,
                         gpu_memory_utilization=0.3, dtype="bfloat16")
     prompts = [ln[:60] for ln in corpus(200)[::5]][:32]
     return {"engine": engine, "a": model_a.cuda(), "b": model_b.cuda(), "tok": tok, "prompts": prompts}

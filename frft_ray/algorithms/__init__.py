@@ -1,10 +1,13 @@
 """Learning algorithms in plain PyTorch: Bradley-Terry reward fitting, SFT, and PPO.
 
-Each module is a loop anyone can read top to bottom; none depends on Ray, so the same code runs
-in-process (tests, one laptop) and inside Ray actors or Ray Train workers.
+`bt` (RM fitting), `sft` (supervised fine-tuning), `loop` (the shuffled fractional-epoch batch
+schedule those two share), `ppo` (the PPO math) and `ppo_update` (`PPOLearner`, one PPO update
+over a rollout batch). Each is a loop anyone can read top to bottom; none depends on Ray, so the
+same code runs in-process (tests, one laptop) and inside Ray actors or Ray Train workers.
 """
 
 from frft_ray.algorithms.bt import bt_loss, evaluate_rm, fit_reward_model, pairwise_accuracy
+from frft_ray.algorithms.loop import FractionalEpochs
 from frft_ray.algorithms.ppo import (
     AdaptiveKLController,
     FixedKLController,
@@ -18,12 +21,13 @@ from frft_ray.algorithms.ppo import (
     policy_loss,
     value_loss,
 )
-from frft_ray.algorithms.ppo_learner import PPOLearner, response_forward
+from frft_ray.algorithms.ppo_update import PPOLearner, response_forward
 from frft_ray.algorithms.sft import sft_batch, sft_loss, train_sft
 
 __all__ = [
     "AdaptiveKLController",
     "FixedKLController",
+    "FractionalEpochs",
     "PPOLearner",
     "bt_loss",
     "entropy_from_logits",

@@ -2,23 +2,28 @@
 
 Why not TRL's `RewardTrainer`: it works here, but it brings the HF Trainer's own device, precision
 (bf16 by default) and checkpoint policies, and needs a separate wrapper to run under Ray Train.
-This loop is ~100 lines, runs identically in-process and in a Ray Train worker (where
-`prepare_model` wraps the model in DDP and each rank passes its own shard of the pairs), trains in
-fp32 on CPU, and tokenizes with `models.rm_inputs`, which left-truncates so the end of the response
-(where the reward is read) is always kept.
+This loop is short, runs identically in-process and in a Ray Train worker (where `prepare_model`
+wraps the model in DDP and each rank passes its own shard of the pairs), has no precision policy of
+its own (the model trains in the dtype it was loaded in; rewards are read as fp32), and scores with
+`models.rm_forward`, the RM forward that `models.score` and the serve scorer use too. Its tokenizer
+(`models.rm_inputs`) left-truncates, so the end of the response (where the reward is read) is
+always kept. The batch schedule (shuffled, fractional epochs) is `algorithms.loop.FractionalEpochs`,
+shared with SFT. Batch size and margin are fixed for a run and come from the `reward` config
+section; epochs and lr differ between the initial fit and refits, so they are arguments.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from frft_ray.algorithms.loop import FractionalEpochs
+from frft_ray.config import RewardConfig
 from frft_ray.data.records import PreferencePair
-from frft_ray.models import rm_inputs
+from frft_ray.models import rm_forward
 
 
 def bt_loss(chosen_r: torch.Tensor, rejected_r: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
@@ -44,11 +49,9 @@ def _unwrap(model):
 
 
 def _pair_rewards(model, tok, pairs: Sequence[PreferencePair], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Score chosen and rejected of every pair in one forward pass of the concatenated batch."""
+    """Score chosen and rejected of every pair in one forward pass of the concatenated batch (2n rows)."""
     prompts = [p.prompt for p in pairs]
-    enc = rm_inputs(tok, prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs], max_length)
-    device = next(model.parameters()).device
-    r = model(**{k: v.to(device) for k, v in enc.items()}).logits.squeeze(-1).float()
+    r = rm_forward(model, tok, prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs], max_length)
     n = len(pairs)
     return r[:n], r[n:]
 
@@ -87,11 +90,10 @@ def fit_reward_model(
     tok,
     train_pairs: Sequence[PreferencePair],
     eval_pairs: Sequence[PreferencePair] | None,
+    rcfg: RewardConfig,
     *,
     epochs: float,
     lr: float,
-    batch_size: int,
-    margin: float = 0.0,
     max_length: int,
     seed: int = 0,
     progress: bool = True,
@@ -99,7 +101,8 @@ def fit_reward_model(
 ) -> dict:
     """Fit `model` (one logit per sequence) on `train_pairs` with the BT loss; AdamW, shuffled batches.
 
-    `epochs` may be fractional (0.5 = half the shuffled pairs). Steps per epoch are
+    From `rcfg` (the `reward` config section): `batch_size` (pairs per step) and `margin` (of the
+    BT loss). `epochs` may be fractional (0.5 = half the shuffled pairs). Steps per epoch are
     ceil(len(train_pairs) / batch_size), so under DDP every rank must pass the same number of pairs
     (they then take the same number of steps and the gradient all-reduces line up).
 
@@ -110,54 +113,36 @@ def fit_reward_model(
     """
     if not train_pairs:
         raise ValueError("fit_reward_model: train_pairs is empty")
-    if epochs <= 0 or batch_size < 1 or lr <= 0:
-        raise ValueError(f"fit_reward_model: need epochs > 0, batch_size >= 1, lr > 0 (got {epochs}, {batch_size}, {lr})")
+    if epochs <= 0 or lr <= 0:
+        raise ValueError(f"fit_reward_model: need epochs > 0 and lr > 0 (got epochs={epochs}, lr={lr})")
     _check_pairs(train_pairs, "train_pairs")
     t0 = time.perf_counter()
-    n = len(train_pairs)
-    steps_per_epoch = math.ceil(n / batch_size)
-    total_steps = max(1, math.ceil(epochs * steps_per_epoch - 1e-9))
-    gen = torch.Generator().manual_seed(seed)
+    batch_size = rcfg.batch_size
+    batches = FractionalEpochs(len(train_pairs), batch_size, epochs, seed, "rm_fit" if progress else None)
     torch.manual_seed(seed)  # dropout
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     model.train()
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total_steps, desc="rm_fit", leave=False)
     records: list[dict] = []
-    step = 0
-    while step < total_steps:
-        perm = torch.randperm(n, generator=gen).tolist()
-        for s in range(steps_per_epoch):
-            if step >= total_steps:
-                break
-            batch = [train_pairs[j] for j in perm[s * batch_size : (s + 1) * batch_size]]
-            c, r = _pair_rewards(model, tok, batch, max_length)
-            loss = bt_loss(c, r, margin)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            rec = {"step": step, "epoch": step / steps_per_epoch, "loss": loss.item(), "accuracy": pairwise_accuracy(c.detach(), r.detach())}
-            records.append(rec)
-            if log_fn is not None:
-                log_fn(rec)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{rec['loss']:.3f}")
-    if bar is not None:
-        bar.close()
+    for step, epoch, idx in batches:
+        c, r = _pair_rewards(model, tok, [train_pairs[j] for j in idx], max_length)
+        loss = bt_loss(c, r, rcfg.margin)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        rec = {"step": step, "epoch": epoch, "loss": loss.item(), "accuracy": pairwise_accuracy(c.detach(), r.detach())}
+        records.append(rec)
+        if log_fn is not None:
+            log_fn(rec)
+        batches.show(loss=rec["loss"])
 
-    last = records[-min(steps_per_epoch, len(records)) :]
+    last = records[-min(batches.steps_per_epoch, len(records)) :]
     out = {
         "train_loss": sum(r["loss"] for r in last) / len(last),
         "train_accuracy": sum(r["accuracy"] for r in last) / len(last),
         "eval_loss": None,
         "eval_accuracy": None,
-        "steps": step,
+        "steps": len(records),
         "records": records,
     }
     if eval_pairs:

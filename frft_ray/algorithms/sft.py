@@ -3,17 +3,22 @@
 The shared tokenizer pads on the left (for generation). SFT builds its own right-padded batches
 instead, with prompt and response tokenized separately -- exactly the token boundary the policy
 sees when it generates a response after a prompt -- and an EOS appended so the policy learns to
-stop. Prompt and padding positions get label -100 and do not count in the loss.
+stop. Prompt and padding positions get label -100 and do not count in the loss. The batch
+schedule (shuffled, fractional epochs) is `algorithms.loop.FractionalEpochs`, shared with the RM
+fit; epochs, lr and batch size come from the `sft` config section.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from frft_ray.algorithms.loop import FractionalEpochs
+from frft_ray.config import SFTConfig
+from frft_ray.models import position_ids_from_mask
 
 IGNORE = -100
 
@@ -43,7 +48,7 @@ def sft_batch(tok, prompts: Sequence[str], responses: Sequence[str], max_length:
         ids[i, : len(x)] = torch.tensor(x)
         lab[i, : len(y)] = torch.tensor(y)
         mask[i, : len(x)] = 1
-    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    pos = position_ids_from_mask(mask)
     return {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "labels": lab}
 
 
@@ -74,63 +79,42 @@ def _mean_loss(model, tok, prompts, responses, max_length, batch_size) -> float:
 def train_sft(
     model,
     tok,
-    demos_prompts: Sequence[str],
-    demos_responses: Sequence[str],
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    scfg: SFTConfig,
     *,
-    epochs: float,
-    lr: float,
-    batch_size: int,
     max_length: int,
     seed: int = 0,
     progress: bool = True,
     probe_size: int = 256,
 ) -> dict:
-    """Fine-tune `model` on demonstrations with AdamW over shuffled batches; `epochs` may be fractional.
+    """Fine-tune `model` on demonstrations with AdamW over shuffled batches.
 
+    From `scfg` (the `sft` config section): `epochs` (may be fractional), `lr` and `batch_size`.
     "loss_start"/"loss_end" are the mean response-token loss, in eval mode, on the same fixed
     probe (the first `probe_size` demonstrations) before and after training, so they compare.
-    The model is left in eval mode.
+    Also returns "steps" and "seconds". The model is left in eval mode.
     """
-    if len(demos_prompts) != len(demos_responses):
-        raise ValueError(f"train_sft: {len(demos_prompts)} prompts but {len(demos_responses)} responses")
-    if not demos_prompts:
+    if len(prompts) != len(responses):
+        raise ValueError(f"train_sft: {len(prompts)} prompts but {len(responses)} responses")
+    if not prompts:
         raise ValueError("train_sft: no demonstrations")
-    if epochs <= 0 or batch_size < 1 or lr <= 0:
-        raise ValueError(f"train_sft: need epochs > 0, batch_size >= 1, lr > 0 (got {epochs}, {batch_size}, {lr})")
     t0 = time.perf_counter()
-    demos_prompts, demos_responses = list(demos_prompts), list(demos_responses)
-    n = len(demos_prompts)
-    probe = (demos_prompts[:probe_size], demos_responses[:probe_size])
-    loss_start = _mean_loss(model, tok, *probe, max_length, batch_size)
+    prompts, responses = list(prompts), list(responses)
+    batches = FractionalEpochs(len(prompts), scfg.batch_size, scfg.epochs, seed, "sft" if progress else None)
+    probe = (prompts[:probe_size], responses[:probe_size])
+    loss_start = _mean_loss(model, tok, *probe, max_length, scfg.batch_size)
 
-    steps_per_epoch = math.ceil(n / batch_size)
-    total_steps = max(1, math.ceil(epochs * steps_per_epoch - 1e-9))
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    torch.manual_seed(seed)  # dropout
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=scfg.lr)
     model.train()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total_steps, desc="sft", leave=False)
-    step = 0
-    while step < total_steps:
-        perm = torch.randperm(n, generator=gen).tolist()
-        for s in range(steps_per_epoch):
-            if step >= total_steps:
-                break
-            idx = perm[s * batch_size : (s + 1) * batch_size]
-            loss = sft_loss(model, tok, [demos_prompts[j] for j in idx], [demos_responses[j] for j in idx], max_length)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-    if bar is not None:
-        bar.close()
-    loss_end = _mean_loss(model, tok, *probe, max_length, batch_size)
+    for _, _, idx in batches:
+        loss = sft_loss(model, tok, [prompts[j] for j in idx], [responses[j] for j in idx], max_length)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress:
+            batches.show(loss=loss.item())
+    loss_end = _mean_loss(model, tok, *probe, max_length, scfg.batch_size)
     model.eval()
-    return {"loss_start": loss_start, "loss_end": loss_end, "steps": step, "seconds": time.perf_counter() - t0}
+    return {"loss_start": loss_start, "loss_end": loss_end, "steps": batches.total_steps, "seconds": time.perf_counter() - t0}

@@ -7,7 +7,7 @@ Assistant one, so a pair is:
     chosen   = the text after that marker in `chosen` (leading space kept, as in the data)
     rejected = the text after that marker in `rejected`
 
-Quirks found in real files get their own skip reason (besides the line-level ones in generic.py):
+Quirks found in real files get their own skip reason (besides the line-level ones in common.py):
     no_assistant_turn      a transcript has no "\\n\\nAssistant:" marker
     diverging_transcripts  the two transcripts differ before their last Assistant turn
     ends_with_human_turn   the final Assistant turn is followed by a Human turn, so it is not a response
@@ -23,14 +23,14 @@ from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 
-from frft_ray.data.generic import (
+from frft_ray.data.common import (
     BadRecordPolicy,
     OnBadRecord,
     RecordRejected,
-    text_field,
     check_file,
     iter_json_lines,
     record_stem,
+    text_field,
 )
 from frft_ray.data.records import LoadReport, PreferencePair
 

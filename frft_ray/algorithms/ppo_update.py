@@ -1,4 +1,4 @@
-"""The PPO learner: one `step(rollout_batch, scores)` is one PPO update of policy and value head.
+"""The PPO update: `PPOLearner.step(rollout_batch, scores)` is one PPO update of policy and value head.
 
 What a step does, in order:
 1. Forward passes on query+response (no grad) give the old log-probs and values under the current
@@ -11,10 +11,12 @@ What a step does, in order:
    loss - ent_coef * entropy; policy and value head share one AdamW; gradient norm clipped.
 4. The KL controller is updated with the batch's mean sequence KL.
 
-Prompts are left-padded and responses right-padded, so position ids are built from the
-attention mask (cumsum - 1), the same way `generate` builds them. Dropout is switched off for
-the whole step (the policy runs in eval mode while training) so that ratios are exactly 1 at
-the first minibatch.
+Prompts are left-padded and responses right-padded, so position ids are counted from each row's
+first real token (`models.position_ids_from_mask`), which gives real tokens the positions HF
+`generate` gave them when sampling. Dropout is switched off for the whole step (the policy runs
+in eval mode while training) so that ratios are exactly 1 at the first minibatch. The math
+(losses, GAE, KL controllers) is in `algorithms.ppo`; the Ray actor that holds a learner lives
+outside this package.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from frft_ray.algorithms.ppo import (
     value_loss,
 )
 from frft_ray.config import PPOConfig
+from frft_ray.models import position_ids_from_mask
 from frft_ray.rollout import RolloutBatch
 
 
@@ -46,7 +49,7 @@ def _trimmed_inputs(q_ids, q_mask, r_ids, r_mask):
     rt = max(int(r_mask.sum(1).max()), 1)
     ids = torch.cat([q_ids[:, left:], r_ids[:, :rt]], dim=1)
     mask = torch.cat([q_mask[:, left:], r_mask[:, :rt]], dim=1).long()
-    pos = (mask.cumsum(1) - 1).masked_fill(mask == 0, 0)
+    pos = position_ids_from_mask(mask)
     return ids, mask, pos, q_ids.shape[1] - left, rt
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ray
 
 from actors.common import setup_process
+from frft_ray.config import RunConfig
 
 
 @ray.remote
@@ -15,18 +16,18 @@ class RolloutWorker:
     mixes versions inside one batch and refuses to go backwards.
     """
 
-    def __init__(self, policy_path: str, rollout_cfg: dict, max_prompt_tokens: int, torch_threads: int | None, rank: int):
-        setup_process(torch_threads)
-        from frft_ray.config import RolloutConfig
+    def __init__(self, policy_path: str, cfg: RunConfig, rank: int):
+        setup_process(cfg.resources.torch_threads)
         from frft_ray.models import load_policy_checkpoint
 
-        self.cfg = RolloutConfig(**rollout_cfg)
-        self.max_prompt_tokens = max_prompt_tokens
+        self.cfg = cfg.rollout
+        self.max_prompt_tokens = cfg.models.max_prompt_tokens
         self.rank = rank
         if self.cfg.engine == "vllm":
             from actors.vllm_engine import VLLMEngine
 
-            self.engine = VLLMEngine(policy_path, self.cfg, max_prompt_tokens)
+            self.engine = VLLMEngine(policy_path, self.cfg, self.max_prompt_tokens,
+                                     gpu_share=cfg.placement.rollout.num_gpus)
             self.policy = self.tok = None
         else:
             self.engine = None

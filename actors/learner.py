@@ -1,7 +1,10 @@
-"""PPO learner: policy + value head + frozen reference + the current RM; also runs SFT.
+"""The learner role: the one actor that trains the policy (SFT, then PPO) and holds the current RM.
 
-It scores each rollout batch with the RM version it holds, runs the PPO epochs, and hands out
-versioned weights. Checkpoints hold policy, value head, optimizer and KL-controller state.
+It holds policy + value head + frozen reference + the RM version it was given. It runs SFT on
+demonstrations, scores each rollout batch with its RM, runs the PPO epochs, measures the RM's
+accuracy on pairs (the driver's RM-vs-truth diagnostics), and hands out versioned weights.
+Checkpoints hold policy, value head, optimizer and KL-controller state. `start_learner` places it
+by `placement.learner`.
 """
 
 from __future__ import annotations
@@ -11,21 +14,25 @@ from pathlib import Path
 import ray
 
 from actors.common import setup_process
+from frft_ray.config import RunConfig
 
 LEARNER_STATE = "learner_state.pt"
 
 
+def start_learner(cfg: RunConfig, policy_path: str, seed: int) -> "ray.actor.ActorHandle":
+    """A learner actor on `policy_path`, placed by `placement.learner`."""
+    return LearnerActor.options(**cfg.placement.learner.ray_options()).remote(cfg, str(policy_path), seed)
+
+
 @ray.remote
-class PPOLearnerActor:
-    def __init__(self, cfg: dict, policy_path: str, torch_threads: int | None, seed: int):
-        setup_process(torch_threads)
+class LearnerActor:
+    def __init__(self, cfg: RunConfig, policy_path: str, seed: int):
+        setup_process(cfg.resources.torch_threads)
         import torch
 
-        from frft_ray.config import RunConfig
-
         torch.manual_seed(seed)
-        self.cfg = RunConfig.model_validate(cfg)
-        gpu = self.cfg.resources.learner_num_gpus > 0 and torch.cuda.is_available()
+        self.cfg = cfg
+        gpu = cfg.placement.learner.num_gpus > 0 and torch.cuda.is_available()
         self.device = torch.device("cuda" if gpu else "cpu")
         self.seed = seed
         self._load_policy(policy_path)
@@ -43,7 +50,7 @@ class PPOLearnerActor:
         self.learner = self._make_learner()
 
     def _make_learner(self):
-        from frft_ray.algorithms.ppo_learner import PPOLearner
+        from frft_ray.algorithms.ppo_update import PPOLearner
 
         return PPOLearner(self.policy, self.ref, self.value_head, self.tok, self.cfg.ppo,
                           temperature=self.cfg.rollout.temperature, seed=self.seed)
@@ -52,10 +59,8 @@ class PPOLearnerActor:
     def sft(self, prompts: list[str], responses: list[str]) -> dict:
         from frft_ray.algorithms.sft import train_sft
 
-        s = self.cfg.sft
-        metrics = train_sft(self.policy, self.tok, prompts, responses, epochs=s.epochs, lr=s.lr,
-                            batch_size=s.batch_size, max_length=self.cfg.models.max_length, seed=self.seed,
-                            progress=False)
+        metrics = train_sft(self.policy, self.tok, prompts, responses, self.cfg.sft,
+                            max_length=self.cfg.models.max_length, seed=self.seed, progress=False)
         # the reference for the KL penalty is the SFT policy
         from frft_ray.models import frozen_reference
 

@@ -1,0 +1,202 @@
+"""One RL arm: its learner and rollout pool, and the steps of one FRFT iteration as named methods.
+
+`driver.run()` calls them in order for each iteration: sample_policy -> refit_reward_model (or
+keep_reward_model) -> measure_reward_model -> ppo_steps -> checkpoint. The arm's live objects (the
+learner actor, the rollout pool, the RM it trains against) stay here; the record of each finished
+iteration is an `IterationRecord` in the run's state.
+
+Arms: `vanilla` (the initial RM, never refit), `frft` (refits on the pool pairs most like the
+policy's samples) and `random-refit` (refits on as many random pairs: is it the filter, or the refit?).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+import ray
+from tqdm.auto import tqdm
+
+from actors.learner import start_learner
+from actors.reward_trainer import RMFitJob, fit_reward_model_ray
+from actors.rollout_pool import RolloutPool
+from frft_ray import phases
+from frft_ray.config import RunConfig
+from frft_ray.run_data import RunData
+from frft_ray.run_state import IterationRecord, Published
+from frft_ray.tracking import PhaseTimer
+
+if TYPE_CHECKING:
+    from frft_ray.driver import RunFolder
+
+log = logging.getLogger("frft_ray")
+
+REFIT_ARMS = ("frft", "random-refit")
+
+
+def arms_of(cfg: RunConfig) -> list[str]:
+    """The arms a run trains, in order, each from the same SFT policy and initial RM."""
+    mode = cfg.frft.mode
+    return ["vanilla", mode] if cfg.frft.compare_vanilla and mode != "vanilla" else [mode]
+
+
+class ArmTrainer:
+    """`with ArmTrainer(...) as t:` starts the arm's learner and rollout pool (from its last
+    checkpoint when resuming) and stops them on exit."""
+
+    def __init__(self, cfg: RunConfig, run: "RunFolder", data: RunData, arm: str, arm_idx: int,
+                 filter_cache: phases.PoolEmbeddingCache):
+        self.cfg, self.run, self.data, self.arm, self.arm_idx = cfg, run, data, arm, arm_idx
+        self.filter_cache = filter_cache
+        self.state = run.state.arm(arm)
+        self.refits = arm in REFIT_ARMS
+        last = self.state.last
+        self.rm_path = (run.dir / last.path / "rm").resolve() if last else run.dir / run.state.rm0_path
+        self.rm_version = last.rm_version if last else 0
+        self.learner = self.pool = None
+
+    # ------------------------------------------------------------ the arm's workers
+    def __enter__(self) -> "ArmTrainer":
+        sft_path = self.run.dir / self.run.state.sft_path
+        last = self.state.last
+        self.learner = start_learner(self.cfg, sft_path, self.cfg.seed + self.arm_idx)
+        ray.get(self.learner.set_reference.remote(str(sft_path)))
+        if last:
+            ray.get(self.learner.restore.remote(str(self.run.dir / last.path / "policy")))
+        ray.get(self.learner.load_rm.remote(str(self.rm_path), self.rm_version))
+        version = ray.get(self.learner.get_version.remote())
+        self.pool = RolloutPool(str(sft_path), self.cfg, phases.pad_id(sft_path))
+        if version:
+            self.pool.set_weights(self.learner.get_weights.remote(), version)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+        if self.learner is not None:
+            ray.kill(self.learner)
+
+    def remaining_iterations(self) -> Iterator[int]:
+        return iter(range(len(self.state.iterations) + 1, self.cfg.frft.alpha + 1))
+
+    # ------------------------------------------------------------ one iteration, in order
+    def sample_policy(self, it: int) -> None:
+        """Start iteration `it`: resize the rollout pool if `frft-ray scale` asked, then freeze the
+        policy and sample `rollout.filter_prompts` prompts (plus a second sample for on-policy pairs)."""
+        cfg = self.cfg
+        self.it, self.timer = it, PhaseTimer()
+        self.rng = np.random.default_rng([cfg.seed, self.arm_idx, it])
+        wanted = phases.requested_rollout_workers(self.run.dir)
+        if wanted and wanted != self.pool.size:
+            log.info("scaling rollout workers %d -> %d", self.pool.size, wanted)
+            self.pool.resize(wanted)
+        self.iter_dir = self.run.dir / "ckpt" / f"{self.arm}-iter-{it:03d}"
+        self.iter_dir.mkdir(parents=True, exist_ok=True)
+        prompts = list(self.rng.choice(self.data.train_prompts, size=cfg.rollout.filter_prompts))
+        prompts *= cfg.rollout.samples_per_prompt
+        with self.timer("generate"):
+            self.samples = self.pool.generate(prompts, seed=int(self.rng.integers(1 << 30)))
+            self.samples_b = self.pool.generate(prompts[: cfg.eval.onpolicy_pairs], seed=int(self.rng.integers(1 << 30)))
+        self.record = IterationRecord(arm=self.arm, iteration=it, path=self.run.rel(self.iter_dir),
+                                      rollout_workers=self.pool.size, samples=len(self.samples))
+
+    def refit_reward_model(self) -> None:
+        """Select pool pairs (filtered for frft, random for random-refit), refit the RM on them, and
+        hand the new version to the learner and the endpoint."""
+        cfg, it, rec, state = self.cfg, self.it, self.record, self.run.state
+        with self.timer("embed_filter"):
+            if self.arm == "frft":
+                sel = phases.select_for_refit(cfg, self.data, self.filter_cache, self.samples, seed=cfg.seed + it)
+            else:
+                sel = phases.select_random(cfg, self.data, seed=cfg.seed + it)
+        pairs = [self.data.pool[i] for i in sel.indices]
+        rec.records, rec.selection = len(pairs), sel.to_dict()
+        if len(pairs) < cfg.reward.num_workers:
+            log.warning("[%s it %d] %d pair(s) selected, fewer than the %d RM worker(s) a refit needs; keeping RM v%d",
+                        self.arm, it, len(pairs), cfg.reward.num_workers, self.rm_version)
+            self._link_rm()
+            last = self.state.last
+            rec.rm_heldout = last.rm_heldout if last else state.rm0.heldout
+        else:
+            self.rm_version = state.rm_version = state.rm_version + 1
+            init = self.run.dir / state.rm0_path if cfg.reward.refit_from == "initial" else self.rm_path
+            job = RMFitJob(init_path=str(init), out_path=str(self.iter_dir / "rm"), epochs=cfg.reward.refit_epochs,
+                           lr=cfg.reward.refit_lr, version=self.rm_version, seed=cfg.seed + self.rm_version,
+                           meta={"kind": "rm", "version": self.rm_version, "iteration": it, "arm": self.arm})
+            with self.timer("rm_fit"):
+                fit = fit_reward_model_ray(cfg, job, pairs, self.data.heldout, str(self.run.dir / "ray_train"))
+            self.rm_path = self.iter_dir / "rm"
+            ray.get(self.learner.load_rm.remote(str(self.rm_path), self.rm_version))
+            phases.publish_rm(cfg, self.rm_path, self.rm_version)
+            state.published = Published(self.run.rel(self.rm_path), self.rm_version)
+            rec.rm_heldout, rec.rm_fit_loss = fit.get("eval_accuracy"), fit.get("train_loss")
+        log.info("[%s it %d] selected %d of %d pairs; RM v%d held-out acc %s", self.arm, it, len(pairs),
+                 len(self.data.pool), self.rm_version, _fmt(rec.rm_heldout))
+
+    def keep_reward_model(self) -> None:
+        """The vanilla arm trains against the initial RM throughout."""
+        self._link_rm()
+        self.record.records, self.record.rm_heldout = self.run.state.rm0.records, self.run.state.rm0.heldout
+
+    def measure_reward_model(self) -> None:
+        """The current RM against the truth (gold reward), on the policy's own samples and held-out pairs."""
+        rec = self.record
+        rec.rm_version = self.rm_version
+        acc = phases.rm_truth_accuracy(self.learner, self.data, self.samples, self.samples_b)
+        rec.rm_on_policy, rec.rm_heldout_gold = acc["rm_on_policy"], acc["rm_heldout_gold"]
+        rec.rm_heldout_policy_like = acc["rm_heldout_policy_like"]
+
+    def ppo_steps(self) -> None:
+        """`frft.steps_per_iteration` PPO steps: generate -> RM score + PPO update (learner) -> new weights
+        to the rollout workers, versioned."""
+        cfg, rec, timer = self.cfg, self.record, self.timer
+        for step in tqdm(range(cfg.frft.steps_per_iteration), desc=f"{self.arm} it {self.it} PPO", leave=False):
+            prompts = list(self.rng.choice(self.data.train_prompts, size=cfg.ppo.batch_size))
+            with timer("generate"):
+                batch = self.pool.generate(prompts, seed=int(self.rng.integers(1 << 30)))
+            rec.ppo_samples += len(batch)
+            with timer("ppo"):
+                stats = ray.get(self.learner.train_step.remote(batch))
+            with timer("sync"):
+                self.pool.set_weights(self.learner.get_weights.remote(), stats["policy_version"])
+            rec.scores.append(stats["ppo/score_mean"])
+            global_step = (self.it - 1) * cfg.frft.steps_per_iteration + step + 1
+            self.run.metrics.log({"arm": self.arm, "iteration": self.it, "step": global_step, **stats},
+                                 step=global_step, prefix=f"{self.arm}/")
+        rec.score_first, rec.score_last = rec.scores[0], rec.scores[-1]
+
+    def checkpoint(self) -> None:
+        """Save policy + learner state, then the run state and `latest` (written last)."""
+        rec, timer = self.record, self.timer
+        rec.timing = {k: round(v, 3) for k, v in timer.totals.items()}
+        self.run.state.add_timing(timer.totals)
+        with timer("checkpoint"):
+            ray.get(self.learner.save.remote(str(self.iter_dir / "policy"), {
+                "kind": "policy", "arm": self.arm, "iteration": self.it, "rm_version": self.rm_version}))
+            self.state.iterations.append(rec)
+            self.state.done = self.it == self.cfg.frft.alpha
+            self.run.save(self.iter_dir)
+        self.run.metrics.log({"arm": self.arm, "iteration": self.it, "records": rec.records,
+                              "rm/heldout_accuracy": rec.rm_heldout, "rm/on_policy_accuracy": rec.rm_on_policy,
+                              **timer.as_metrics()}, step=self.it, prefix=f"{self.arm}/iter/")
+        log.info("[%s it %d/%d] rm v%d on-policy acc %s | score %.3f -> %.3f | %s", self.arm, self.it,
+                 self.cfg.frft.alpha, self.rm_version, _fmt(rec.rm_on_policy), rec.score_first, rec.score_last,
+                 " ".join(f"{k}={v:.1f}s" for k, v in timer.totals.items()))
+
+    def stop_requested(self) -> bool:
+        """frft.stop_after asks to stop here (tests and resume drills)."""
+        stop = self.cfg.frft.stop_after
+        return stop is not None and self.it >= stop and not self.state.done
+
+    # ------------------------------------------------------------ helpers
+    def _link_rm(self) -> None:
+        """The iteration's RM is unchanged: link to it rather than copy it."""
+        link = self.iter_dir / "rm"
+        if not link.is_symlink():
+            link.symlink_to(os.path.relpath(self.rm_path, self.iter_dir))
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"

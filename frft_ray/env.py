@@ -1,0 +1,34 @@
+"""The offline environment defaults, defined once for every process frft-ray starts.
+
+A run is offline by default: a Hugging Face hub lookup with no network hangs for ~47 s before it
+fails, so every process sets the hub's offline switches unless the user set them already.
+The Makefile, .ci/run, scripts/gpu_check.sh and the Docker images set the same variables in shell;
+keep them in step with this file.
+
+- `HUB_OFFLINE_ENV`: never contact the hub (what `frft-ray submit --offline` puts into a job).
+- `OFFLINE_ENV`: that plus quiet hub downloads and tokenizers (what the `frft-ray` CLI sets).
+- `ACTOR_ENV`: that plus no tqdm bars at all (what every Ray actor sets: their bars only clutter
+  the driver's log). The CLI leaves tqdm alone so `frft-ray data stats` can show its progress.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, MutableMapping
+
+HUB_OFFLINE_ENV: dict[str, str] = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+OFFLINE_ENV: dict[str, str] = {
+    **HUB_OFFLINE_ENV,
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+ACTOR_ENV: dict[str, str] = {**OFFLINE_ENV, "TQDM_DISABLE": "1"}
+
+
+def apply_offline_defaults(
+    defaults: Mapping[str, str] = OFFLINE_ENV, environ: MutableMapping[str, str] | None = None
+) -> None:
+    """Set each of `defaults` in `environ` (default: os.environ) unless it is set already."""
+    environ = os.environ if environ is None else environ
+    for key, value in defaults.items():
+        environ.setdefault(key, value)
