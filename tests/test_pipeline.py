@@ -203,3 +203,20 @@ def test_two_rollout_workers_return_the_same_samples_in_order_as_one(ray_local, 
     assert len(outs[1]) == len(outs[2]) == len(prompts)
     assert outs[1].prompts == outs[2].prompts == prompts
     assert outs[1].responses == outs[2].responses  # greedy: the same text, in the same order
+
+
+@pytest.mark.slow
+def test_random_refit_arm_runs_end_to_end_without_embeddings(ray_local):
+    """The ablation arm: refits on filter.budget random pairs (no embedding, no filtering) every iteration."""
+    run_dir = RUNS / "random_refit"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cfg = load_config("micro", ["frft.mode=random-refit", "frft.compare_vanilla=false", "frft.alpha=1",
+                                "frft.steps_per_iteration=1", "filter.budget=60", "reward.init_records=300",
+                                "sft.epochs=1", "eval.num_prompts=8"])
+    s = _run(cfg, run_dir)
+    assert s["rm_records"]["random-refit"] == [60]
+    sel = s["selection"]["random-refit"][0]
+    assert sel["strategy"] == "random-k" and sel["count"] == 60 and sel["threshold"] is None
+    assert s["initial_rm"]["records"] == 300 and s["rm_accuracy"]["random-refit"][0]["heldout"] is not None
+    assert (run_dir / "ckpt" / "random-refit-iter-001" / "rm" / "model.safetensors").exists()
+    assert "embed_filter" in s["timing_s"] and s["gold_reward"].keys() == {"sft", "random-refit"}
