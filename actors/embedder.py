@@ -1,66 +1,73 @@
-"""Embedder pool: Ray Data `map_batches` over an actor pool of Sentence-BERT models.
+"""The embedder role: `filter.num_embedders` Sentence-BERT actors kept for the whole run.
 
-Texts are de-duplicated first (`embedding.dedup_texts`: template-built and real preference sets
-repeat many responses), embedded by `ActorPoolStrategy(size=filter.num_embedders)` actors that each
-reserve what `placement.embedder` asks for, and scattered back in input order. The distinct texts
-reach the model in sorted order: `encode` pads per batch, so the order fixes the last bits of the
-embeddings, and sorted order is what earlier versions (and cached pool embeddings) used.
+Each actor loads the model once (its device from `placement.embedder`: CUDA when it has GPUs) and
+embeds blocks of texts. `EmbedderPool.embed(texts)` de-duplicates the texts
+(`embedding.dedup_texts`: preference sets repeat many responses), deals the distinct ones out in
+blocks of `max(filter.embed_batch_size, 256)` across the actors, and scatters the rows back in input
+order. The distinct texts go in sorted order, so a block's composition does not depend on the
+caller's order. The actors start when the pool is built (model load ~7 s on 2 CPU cores), so a
+driver that builds it early overlaps that with other work; after that a pass costs its compute
+plus a few ms per block.
+
+Why not a Ray Data `map_batches` pipeline: it starts a new actor pool for every pass (10-15 s on
+2 cores, every FRFT iteration), and its result-reading stages ask for whole CPUs that a busy node
+does not have. The texts of one pass fit in the driver, so a plain actor pool does the same work.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
+import ray
+from ray.util import ActorPool
 
-if TYPE_CHECKING:
-    from frft_ray.config import FilterConfig, RolePlacement
-
-
-def map_batches_resources(placement: "RolePlacement") -> dict:
-    """`map_batches` keyword arguments for one embedder actor: num_cpus always, num_gpus and
-    resources only when set (so a CPU-only placement asks exactly for its CPUs)."""
-    opts: dict = {"num_cpus": placement.num_cpus}
-    if placement.num_gpus > 0:
-        opts["num_gpus"] = placement.num_gpus
-    if placement.resources:
-        opts["resources"] = dict(placement.resources)
-    return opts
+from frft_ray.config import FilterConfig, RolePlacement
 
 
-def embed_texts_ray(texts: list[str], cfg: "FilterConfig", placement: "RolePlacement") -> np.ndarray:
-    """Embeddings [len(texts), dim] of `texts` (L2-normalised float32, row i for texts[i]).
+@ray.remote
+class EmbedderActor:
+    def __init__(self, model_name: str, batch_size: int, device: str):
+        from actors.common import setup_process
 
-    Model, model batch size and pool size come from `cfg` (embedding_model, embed_batch_size,
-    num_embedders); what each actor reserves comes from `placement` (normally `placement.embedder`).
-    An actor with GPUs loads the model on CUDA.
-    """
-    import ray.data
-    from ray.data import ActorPoolStrategy, DataContext
+        setup_process(None)  # offline env; torch threads as Ray gives them (one per reserved CPU)
+        from frft_ray.embedding import load_embedder
 
-    from frft_ray.embedding import BatchEmbedder, dedup_texts
+        self.model, self.batch_size = load_embedder(model_name, device), batch_size
 
-    if not texts:
-        raise ValueError("embed_texts_ray: no texts to embed")
-    DataContext.get_current().enable_progress_bars = False
-    unique, inverse = dedup_texts(texts, sort=True)
-    ds = ray.data.from_items([{"idx": i, "text": t} for i, t in enumerate(unique)])
-    # Results are read with iter_batches() in this process. select_columns() or to_numpy_refs() would
-    # add stages whose tasks ask for a whole CPU each, and they wait forever on a node whose CPUs are
-    # partly held by the learner, rollout workers and Serve replicas.
-    out = ds.map_batches(
-        BatchEmbedder,
-        fn_constructor_kwargs={"model_name": cfg.embedding_model, "batch_size": cfg.embed_batch_size,
-                               "text_column": "text", "device": "cuda" if placement.num_gpus > 0 else "cpu"},
-        batch_size=max(cfg.embed_batch_size, 256),
-        batch_format="numpy",
-        compute=ActorPoolStrategy(size=cfg.num_embedders),
-        **map_batches_resources(placement),
-    )
-    parts = list(out.iter_batches(batch_size=None, batch_format="numpy"))
-    idx = np.concatenate([p["idx"] for p in parts])
-    emb = np.concatenate([np.stack(list(p["embedding"])) if p["embedding"].dtype == object else p["embedding"]
-                          for p in parts]).astype(np.float32)
-    ordered = np.empty_like(emb)
-    ordered[idx] = emb
-    return ordered[inverse]
+    def ready(self) -> bool:
+        return True
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        from frft_ray.embedding import embed_texts
+
+        return embed_texts(self.model, texts, self.batch_size)
+
+
+class EmbedderPool:
+    """Start with the run's `filter:` section and `placement.embedder`; `shutdown()` at the end."""
+
+    def __init__(self, cfg: FilterConfig, placement: RolePlacement):
+        device = "cuda" if placement.num_gpus > 0 else "cpu"
+        self.block = max(cfg.embed_batch_size, 256)
+        self.actors = [EmbedderActor.options(**placement.ray_options()).remote(cfg.embedding_model,
+                                                                              cfg.embed_batch_size, device)
+                       for _ in range(cfg.num_embedders)]
+
+    def wait_ready(self) -> None:
+        """Block until every actor has loaded its model (it raises here if one could not)."""
+        ray.get([a.ready.remote() for a in self.actors])
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embeddings [len(texts), dim], L2-normalised float32, row i for texts[i]."""
+        from frft_ray.embedding import dedup_texts
+
+        if not texts:
+            raise ValueError("EmbedderPool.embed: no texts to embed")
+        unique, inverse = dedup_texts(texts, sort=True)
+        blocks = [unique[i : i + self.block] for i in range(0, len(unique), self.block)]
+        parts = ActorPool(self.actors).map(lambda actor, block: actor.embed.remote(block), blocks)
+        return np.concatenate(list(parts)).astype(np.float32, copy=False)[inverse]
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            ray.kill(a)
+        self.actors = []

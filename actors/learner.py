@@ -30,15 +30,22 @@ class LearnerActor:
         setup_process(cfg.resources.torch_threads)
         import torch
 
-        torch.manual_seed(seed)
         self.cfg = cfg
         gpu = cfg.placement.learner.num_gpus > 0 and torch.cuda.is_available()
         self.device = torch.device("cuda" if gpu else "cpu")
+        self.reset(policy_path, seed)
+
+    def reset(self, policy_path: str, seed: int) -> int:
+        """Start over from a saved policy, exactly as a new learner with this seed would (the next arm)."""
+        import torch
+
+        torch.manual_seed(seed)
         self.seed = seed
         self._load_policy(policy_path)
         self.rm = self.rm_tok = None
         self.rm_version = -1
         self.version = 0
+        return 0
 
     def _load_policy(self, path: str) -> None:
         from frft_ray.models import frozen_reference, load_policy_checkpoint

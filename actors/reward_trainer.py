@@ -1,22 +1,39 @@
-"""The reward_trainer role: Bradley-Terry fine-tuning through Ray Train (`TorchTrainer`, DDP over N workers).
+"""The reward_trainer role: Bradley-Terry fits on a Ray Train worker group that lives for the whole run.
 
-Not an actor class: a launcher for a Ray Train worker group (`reward.num_workers` workers, each
-placed by `placement.reward_trainer`). Each worker loads the RM from `job.init_path`, takes its
-equal-sized shard of the training pairs, and runs `frft_ray.algorithms.bt.fit_reward_model` on the
-DDP-wrapped model with the `reward:` section as it is. Rank 0 reports the metrics with a
-checkpoint; Ray Train persists it under `storage_path`, and we copy it to `job.out_path` with a
-meta.json carrying the RM version. (On a multi-node cluster `storage_path` must be shared storage.)
+Not an actor class: a launcher for a Ray Train `TorchTrainer` (`reward.num_workers` workers, each
+placed by `placement.reward_trainer`, DDP over them). A `TorchTrainer.fit()` blocks and returns one
+result, and starting one costs 15-30 s of worker start-up against ~1 s of training on a refit's
+few hundred pairs. So `RewardTrainerGroup` starts ONE fit whose train loop waits for fit requests:
+the driver puts an `RMFitJob` into a `FitChannel` actor, every rank takes it, loads the RM from
+`job.init_path`, trains on its equal-sized shard with `frft_ray.algorithms.bt.fit_reward_model`
+(the `reward:` section as it is), and rank 0 writes the checkpoint to `job.out_path` (a temp folder
+renamed into place; same format as every checkpoint: frft_ray.models.save_checkpoint) and posts
+the metrics back. The process group is initialised once; the fit() runs in a driver thread until
+`stop()`. (On a multi-node cluster the run folder must be shared storage.)
+
+Memory: between fits a worker holds only its process and CUDA context; the model and optimizer
+of a fit are dropped (and the CUDA cache emptied) when it ends. On a one-GPU node give the role a
+GPU fraction (`placement.reward_trainer.num_gpus: 0.25`) so it shares the card with the others.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import shutil
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import ray
+
 from frft_ray.config import RunConfig
+
+log = logging.getLogger("frft_ray")
 
 
 @dataclass(frozen=True)
@@ -33,71 +50,180 @@ class RMFitJob:
     meta: dict = field(default_factory=dict)
 
 
+@ray.remote(num_cpus=0)
+class FitChannel:
+    """Fit requests in, results out, numbered 0, 1, 2, ...; `None` as a request stops the workers."""
+
+    def __init__(self):
+        self.jobs: dict[int, object] = {}
+        self.results: dict[int, dict] = {}
+        self.ready: set[int] = set()
+
+    def mark_ready(self, rank: int) -> None:
+        self.ready.add(rank)
+
+    def ready_count(self) -> int:
+        return len(self.ready)
+
+    def submit(self, seq: int, request) -> None:
+        self.jobs[seq] = request
+
+    async def next_job(self, seq: int):
+        while seq not in self.jobs:
+            await asyncio.sleep(0.02)
+        return self.jobs[seq]
+
+    def finish(self, seq: int, metrics: dict) -> None:
+        self.results[seq] = metrics
+        self.jobs.pop(seq, None)
+
+    def result(self, seq: int) -> dict | None:
+        return self.results.pop(seq, None)
+
+
 def _train_loop(config: dict) -> None:
-    import ray
     import ray.train
     import ray.train.torch
     import torch
 
     from actors.common import setup_process
     from frft_ray.algorithms.bt import fit_reward_model
-    from frft_ray.models import load_reward_checkpoint, save_checkpoint
+    from frft_ray.models import load_reward_checkpoint
 
     cfg: RunConfig = config["cfg"]
-    job: RMFitJob = config["job"]
+    channel = config["channel"]
     setup_process(cfg.resources.torch_threads)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    pairs = ray.get(config["train_ref"])
-    eval_pairs = ray.get(config["eval_ref"])
-    per_rank = len(pairs) // world  # equal shards keep DDP's collective calls in step
-    shard = pairs[rank * per_rank : (rank + 1) * per_rank]
-    torch.manual_seed(job.seed + rank)
-    loaded = load_reward_checkpoint(job.init_path)
-    model = ray.train.torch.prepare_model(loaded.model)  # DDP when world > 1
-    metrics = fit_reward_model(
-        model, loaded.tokenizer, shard, eval_pairs if rank == 0 else [], cfg.reward,
-        epochs=job.epochs, lr=job.lr, max_length=cfg.models.max_length, seed=job.seed, progress=False,
-    )
-    metrics.pop("records", None)  # per-step log; too long for a report
-    metrics["pairs"] = per_rank * world
-    if rank == 0:
-        with tempfile.TemporaryDirectory() as tmp:
+    ray.get(channel.mark_ready.remote(rank))
+    seq = 0
+    while (request := ray.get(channel.next_job.remote(seq))) is not None:
+        job, (pairs_ref,), (eval_ref,) = request
+        pairs = ray.get(pairs_ref)
+        per_rank = len(pairs) // world  # equal shards keep DDP's collective calls in step
+        shard = pairs[rank * per_rank : (rank + 1) * per_rank]
+        torch.manual_seed(job.seed + rank)
+        loaded = load_reward_checkpoint(job.init_path)
+        model = ray.train.torch.prepare_model(loaded.model)  # DDP when world > 1
+        metrics = fit_reward_model(
+            model, loaded.tokenizer, shard, ray.get(eval_ref) if rank == 0 else [], cfg.reward,
+            epochs=job.epochs, lr=job.lr, max_length=cfg.models.max_length, seed=job.seed, progress=False,
+        )
+        metrics.pop("records", None)  # per-step log; too long for a report
+        metrics["pairs"] = per_rank * world
+        metrics["worker_pid"] = os.getpid()  # rank 0's process: the same for every fit of a run
+        if rank == 0:
             core = model.module if hasattr(model, "module") else model
-            meta = {**job.meta, **metrics, "heldout_accuracy": metrics.get("eval_accuracy")}
-            save_checkpoint(tmp, core, loaded.tokenizer, None, meta)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-    else:
-        ray.train.report(metrics)
+            _save_atomically(job, core, loaded.tokenizer, {**job.meta, **metrics,
+                                                           "heldout_accuracy": metrics.get("eval_accuracy")})
+            ray.get(channel.finish.remote(seq, metrics))
+        del model, loaded
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        seq += 1
+
+
+def _save_atomically(job: RMFitJob, model, tok, meta: dict) -> None:
+    from frft_ray.models import save_checkpoint
+
+    out = Path(job.out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    save_checkpoint(tmp, model, tok, None, meta)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
+class RewardTrainerGroup:
+    """The run's RM trainer: `start()` once (workers come up in the background), `fit()` per RM
+    version, `stop()` at the end. Also a context manager."""
+
+    def __init__(self, cfg: RunConfig, storage_path: str | Path):
+        self.cfg, self.storage_path = cfg, str(Path(storage_path).resolve())
+        self.channel = None
+        self._thread: threading.Thread | None = None
+        self._outcome: dict = {}
+        self._seq = 0
+
+    def start(self) -> "RewardTrainerGroup":
+        from ray.train import RunConfig as TrainRunConfig
+        from ray.train import ScalingConfig
+        from ray.train.torch import TorchTrainer
+
+        place = self.cfg.placement.reward_trainer
+        self.channel = FitChannel.remote()
+        trainer = TorchTrainer(
+            _train_loop,
+            train_loop_config={"cfg": self.cfg, "channel": self.channel},
+            scaling_config=ScalingConfig(num_workers=self.cfg.reward.num_workers, use_gpu=place.num_gpus > 0,
+                                         resources_per_worker=place.bundle()),
+            run_config=TrainRunConfig(name=f"rm-trainer-{uuid.uuid4().hex[:8]}", storage_path=self.storage_path),
+        )
+
+        def run() -> None:
+            try:
+                self._outcome["error"] = trainer.fit().error
+            except Exception as e:  # the controller itself failed
+                self._outcome["error"] = e
+
+        self._thread = threading.Thread(target=run, name="rm-trainer", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait_ready(self, timeout_s: float = 600.0) -> None:
+        """Block until every worker is up and waiting for fits (the start-up a first fit would pay)."""
+        if self._thread is None:
+            self.start()
+        deadline = time.monotonic() + timeout_s
+        while ray.get(self.channel.ready_count.remote()) < self.cfg.reward.num_workers:
+            self._check_alive("starting")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"RM trainer workers not up after {timeout_s:.0f} s: does the cluster have "
+                                   f"{self.cfg.reward.num_workers} x {self.cfg.placement.reward_trainer.bundle()} free?")
+            time.sleep(0.05)
+
+    def _check_alive(self, what: str) -> None:
+        if not self._thread.is_alive():
+            err = self._outcome.get("error")
+            raise RuntimeError(f"the RM trainer stopped while {what}: {err!r}") from err
+
+    def fit(self, job: RMFitJob, train_pairs: list, eval_pairs: list) -> dict:
+        """Fit the RM on `train_pairs`; the new checkpoint is at `job.out_path` when this returns."""
+        workers = self.cfg.reward.num_workers
+        if len(train_pairs) < workers:
+            raise ValueError(f"RM fit needs at least {workers} pairs (one per worker), got {len(train_pairs)}")
+        if self._thread is None:
+            self.start()
+        t0, seq = time.time(), self._seq
+        self._seq += 1
+        refs = ([ray.put(list(train_pairs))], [ray.put(list(eval_pairs))])  # nested: workers fetch them
+        ray.get(self.channel.submit.remote(seq, (job, *refs)))
+        while (metrics := ray.get(self.channel.result.remote(seq))) is None:
+            self._check_alive(f"fitting RM v{job.version}")
+            time.sleep(0.05)
+        metrics["wall_s"] = time.time() - t0
+        return metrics
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        if self._thread is None:
+            return
+        if self._thread.is_alive():
+            ray.get(self.channel.submit.remote(self._seq, None))
+            self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.warning("RM trainer did not stop within %.0f s; its workers end with the Ray session", timeout_s)
+        ray.kill(self.channel)
+        self._thread = None
+
+    def __enter__(self) -> "RewardTrainerGroup":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 def fit_reward_model_ray(cfg: RunConfig, job: RMFitJob, train_pairs: list, eval_pairs: list, storage_path: str) -> dict:
-    """Fit the RM on `train_pairs` with Ray Train; write the new checkpoint to `job.out_path`; return metrics."""
-    import ray
-    from ray.train import RunConfig as TrainRunConfig
-    from ray.train import ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    workers, place = cfg.reward.num_workers, cfg.placement.reward_trainer
-    if len(train_pairs) < workers:
-        raise ValueError(f"RM fit needs at least {workers} pairs (one per worker), got {len(train_pairs)}")
-    t0 = time.time()
-    trainer = TorchTrainer(
-        _train_loop,
-        train_loop_config={"train_ref": ray.put(list(train_pairs)), "eval_ref": ray.put(list(eval_pairs)),
-                           "cfg": cfg, "job": job},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=place.num_gpus > 0,
-                                     resources_per_worker=place.bundle()),
-        run_config=TrainRunConfig(name=f"rm-{job.version}-{uuid.uuid4().hex[:8]}",
-                                  storage_path=str(Path(storage_path).resolve())),
-    )
-    result = trainer.fit()
-    if result.error:
-        raise RuntimeError(f"RM fit failed: {result.error}") from result.error
-    if result.checkpoint is None:
-        raise RuntimeError("RM fit finished without a checkpoint from rank 0")
-    Path(job.out_path).parent.mkdir(parents=True, exist_ok=True)
-    result.checkpoint.to_directory(str(job.out_path))
-    metrics = dict(result.metrics or {})
-    metrics["wall_s"] = time.time() - t0
-    return metrics
+    """One fit on a group started for it (the `frft-ray train-rm` command)."""
+    with RewardTrainerGroup(cfg, storage_path) as group:
+        return group.fit(job, train_pairs, eval_pairs)

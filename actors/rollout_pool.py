@@ -51,6 +51,12 @@ class RolloutPool:
     def size(self) -> int:
         return len(self.workers)
 
+    def load_checkpoint(self, policy_path: str) -> None:
+        """Every worker starts over from a saved policy (weights version 0), as a new pool would."""
+        self.policy_path = str(policy_path)
+        ray.get([w.load_checkpoint.remote(self.policy_path) for w in self.workers])
+        self._weights_ref, self.version = None, 0
+
     def set_weights(self, state_dict_or_ref, version: int) -> None:
         """One object in the store; every worker loads it; returns when all hold `version`."""
         ref = state_dict_or_ref if isinstance(state_dict_or_ref, ray.ObjectRef) else ray.put(state_dict_or_ref)
@@ -70,6 +76,12 @@ class RolloutPool:
             if s
         ]
         return RolloutBatch.concat(ray.get(refs), self.pad_id)
+
+    def __enter__(self) -> "RolloutPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
 
     def shutdown(self) -> None:
         for w in self.workers:

@@ -35,6 +35,21 @@ class RolloutWorker:
             self.policy, self.tok = loaded.model.eval(), loaded.tokenizer
         self.version = 0
 
+    def load_checkpoint(self, policy_path: str) -> int:
+        """Start over from a saved policy (another arm, or a policy to evaluate): weights version 0."""
+        from frft_ray.models import load_policy_checkpoint
+
+        if self.engine is not None:
+            from actors.vllm_engine import checkpoint_state_dict
+
+            self.engine.version = 0
+            self.engine.load_weights(checkpoint_state_dict(policy_path), 0)
+        else:
+            loaded = load_policy_checkpoint(policy_path)
+            self.policy, self.tok = loaded.model.eval(), loaded.tokenizer
+        self.version = 0
+        return 0
+
     def set_weights(self, state_dict: dict, version: int) -> int:
         if version < self.version:
             raise ValueError(f"rollout worker {self.rank}: refusing weights v{version} older than v{self.version}")

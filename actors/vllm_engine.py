@@ -103,6 +103,16 @@ def _plain_tensors(state_dict: dict) -> dict:
     return out
 
 
+def checkpoint_state_dict(policy_path: str) -> dict:
+    """The HF-named weights of a saved policy (its model*.safetensors files), as CPU tensors."""
+    from safetensors.torch import load_file
+
+    files = sorted(Path(policy_path).glob("model*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no model*.safetensors in {policy_path}")
+    return {k: v for f in files for k, v in load_file(str(f)).items()}
+
+
 class VLLMEngine:
     """One `vllm.LLM` over a policy checkpoint folder; generate() and load_weights() for a rollout worker."""
 

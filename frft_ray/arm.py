@@ -1,4 +1,4 @@
-"""One RL arm: its learner and rollout pool, and the steps of one FRFT iteration as named methods.
+"""One RL arm on the run's learner and rollout pool: the steps of one FRFT iteration as named methods.
 
 `driver.run()` calls them in order for each iteration: sample_policy -> refit_reward_model (or
 keep_reward_model) -> measure_reward_model -> ppo_steps -> checkpoint. The arm's live objects (the
@@ -19,9 +19,7 @@ import numpy as np
 import ray
 from tqdm.auto import tqdm
 
-from actors.learner import start_learner
-from actors.reward_trainer import RMFitJob, fit_reward_model_ray
-from actors.rollout_pool import RolloutPool
+from actors.reward_trainer import RMFitJob
 from frft_ray import phases
 from frft_ray.config import RunConfig
 from frft_ray.run_data import RunData
@@ -30,6 +28,7 @@ from frft_ray.tracking import PhaseTimer
 
 if TYPE_CHECKING:
     from frft_ray.driver import RunFolder
+    from frft_ray.workers import RunWorkers
 
 log = logging.getLogger("frft_ray")
 
@@ -43,40 +42,32 @@ def arms_of(cfg: RunConfig) -> list[str]:
 
 
 class ArmTrainer:
-    """`with ArmTrainer(...) as t:` starts the arm's learner and rollout pool (from its last
-    checkpoint when resuming) and stops them on exit."""
+    """Starts the run's learner and rollout pool over for this arm (from the SFT policy, or from the
+    arm's last checkpoint when resuming); then one method per step of an iteration."""
 
     def __init__(self, cfg: RunConfig, run: "RunFolder", data: RunData, arm: str, arm_idx: int,
-                 filter_cache: phases.PoolEmbeddingCache):
+                 filter_cache: phases.PoolEmbeddingCache, workers: "RunWorkers"):
         self.cfg, self.run, self.data, self.arm, self.arm_idx = cfg, run, data, arm, arm_idx
-        self.filter_cache = filter_cache
+        self.filter_cache, self.rm_trainer = filter_cache, workers.rm_trainer
+        self.learner, self.pool = workers.learner, workers.pool
         self.state = run.state.arm(arm)
         self.refits = arm in REFIT_ARMS
         last = self.state.last
         self.rm_path = (run.dir / last.path / "rm").resolve() if last else run.dir / run.state.rm0_path
         self.rm_version = last.rm_version if last else 0
-        self.learner = self.pool = None
-
-    # ------------------------------------------------------------ the arm's workers
-    def __enter__(self) -> "ArmTrainer":
-        sft_path = self.run.dir / self.run.state.sft_path
-        last = self.state.last
-        self.learner = start_learner(self.cfg, sft_path, self.cfg.seed + self.arm_idx)
-        ray.get(self.learner.set_reference.remote(str(sft_path)))
-        if last:
-            ray.get(self.learner.restore.remote(str(self.run.dir / last.path / "policy")))
-        ray.get(self.learner.load_rm.remote(str(self.rm_path), self.rm_version))
-        version = ray.get(self.learner.get_version.remote())
-        self.pool = RolloutPool(str(sft_path), self.cfg, phases.pad_id(sft_path))
-        if version:
-            self.pool.set_weights(self.learner.get_weights.remote(), version)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
-        if self.learner is not None:
-            ray.kill(self.learner)
+        timer = PhaseTimer()
+        with timer("overhead_load"):  # model loads, no compute
+            sft_path = run.dir / run.state.sft_path
+            ray.get(self.learner.reset.remote(str(sft_path), cfg.seed + arm_idx))
+            ray.get(self.learner.set_reference.remote(str(sft_path)))
+            if last:
+                ray.get(self.learner.restore.remote(str(run.dir / last.path / "policy")))
+            ray.get(self.learner.load_rm.remote(str(self.rm_path), self.rm_version))
+            version = ray.get(self.learner.get_version.remote())
+            self.pool.load_checkpoint(sft_path)
+            if version:
+                self.pool.set_weights(self.learner.get_weights.remote(), version)
+        run.state.add_timing(timer.totals)
 
     def remaining_iterations(self) -> Iterator[int]:
         return iter(range(len(self.state.iterations) + 1, self.cfg.frft.alpha + 1))
@@ -126,7 +117,7 @@ class ArmTrainer:
                            lr=cfg.reward.refit_lr, version=self.rm_version, seed=cfg.seed + self.rm_version,
                            meta={"kind": "rm", "version": self.rm_version, "iteration": it, "arm": self.arm})
             with self.timer("rm_fit"):
-                fit = fit_reward_model_ray(cfg, job, pairs, self.data.heldout, str(self.run.dir / "ray_train"))
+                fit = self.rm_trainer.fit(job, pairs, self.data.heldout)
             self.rm_path = self.iter_dir / "rm"
             ray.get(self.learner.load_rm.remote(str(self.rm_path), self.rm_version))
             phases.publish_rm(cfg, self.rm_path, self.rm_version)

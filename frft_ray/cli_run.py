@@ -129,6 +129,7 @@ def cmd_train_rm(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from actors.rollout_pool import RolloutPool
     from frft_ray import phases
     from frft_ray.config import load_config
     from frft_ray.evaluation import win_rate
@@ -153,11 +154,12 @@ def cmd_eval(args) -> int:
         if data.gold is None and not args.judge_rm:
             raise CLIError("this data has no gold reward; pass --judge-rm RM_CHECKPOINT")
         judge = phases.make_judge(cfg, data, Path(args.judge_rm) if args.judge_rm else None)
-        a = judge(prompts, phases.evaluate_policy(cfg, Path(args.policy), prompts, pad))
-        out = {"policy": args.policy, "mean_reward": sum(a) / len(a), "prompts": len(prompts)}
-        if args.baseline:
-            b = judge(prompts, phases.evaluate_policy(cfg, Path(args.baseline), prompts, pad))
-            out.update(baseline_mean_reward=sum(b) / len(b), win_rate=win_rate(a, b))
+        with RolloutPool(args.policy, cfg, pad) as pool:
+            a = judge(prompts, phases.evaluate_policy(cfg, pool, Path(args.policy), prompts))
+            out = {"policy": args.policy, "mean_reward": sum(a) / len(a), "prompts": len(prompts)}
+            if args.baseline:
+                b = judge(prompts, phases.evaluate_policy(cfg, pool, Path(args.baseline), prompts))
+                out.update(baseline_mean_reward=sum(b) / len(b), win_rate=win_rate(a, b))
         print(json.dumps(out, indent=2))
         return 0
     finally:

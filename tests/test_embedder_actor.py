@@ -1,9 +1,9 @@
-"""The Ray Data embedder pool returns embeddings in input order, even when most CPUs are held."""
+"""The run's embedder actors return embeddings in input order, even when most CPUs are held."""
 
 import numpy as np
 import ray
 
-from frft_ray.config import FilterConfig, PlacementConfig, RolePlacement
+from frft_ray.config import FilterConfig, PlacementConfig
 from frft_ray.embedding import embed_texts, load_embedder
 
 
@@ -16,25 +16,25 @@ class CpuHolder:
 
 
 def test_embedder_pool_matches_in_process_embeddings_with_cpus_held(ray_local):
-    from actors.embedder import embed_texts_ray
+    from actors.embedder import EmbedderPool
 
     holder = CpuHolder.remote()
+    texts = ["A man is eating food.", "The stock market fell.", "A man is eating food.", "Dogs bark at night."]
+    cfg = FilterConfig(embedding_model="bundled", embed_batch_size=8, num_embedders=2)
+    pool = EmbedderPool(cfg, PlacementConfig().embedder)  # 0.25 CPU per embedder by default
     try:
         assert ray.get(holder.ping.remote())
-        texts = ["A man is eating food.", "The stock market fell.", "A man is eating food.", "Dogs bark at night."]
-        cfg = FilterConfig(embedding_model="bundled", embed_batch_size=8, num_embedders=1)
-        got = embed_texts_ray(texts, cfg, PlacementConfig().embedder)  # 0.25 CPU per embedder by default
+        pool.wait_ready()
+        got = pool.embed(texts)
+        many = [f"sentence number {i} about {'cats' if i % 3 else 'the weather'}" for i in range(600)]
+        again = pool.embed(many + texts)  # 3 blocks of 256 over 2 actors, in order; the pool is reused
     finally:
+        pool.shutdown()
         ray.kill(holder)
-    want = embed_texts(load_embedder("bundled"), texts)
+    model = load_embedder("bundled")
+    want = embed_texts(model, texts)
     assert got.shape == (4, 384) and got.dtype == np.float32
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert np.array_equal(got[0], got[2])  # duplicates embedded once, scattered back in order
-
-
-def test_placement_becomes_map_batches_resources():
-    from actors.embedder import map_batches_resources
-
-    assert map_batches_resources(PlacementConfig().embedder) == {"num_cpus": 0.25}  # a CPU pool asks for CPUs only
-    gpu = RolePlacement(num_cpus=1, num_gpus=0.5, resources={"embed_node": 0.01})
-    assert map_batches_resources(gpu) == {"num_cpus": 1.0, "num_gpus": 0.5, "resources": {"embed_node": 0.01}}
+    np.testing.assert_allclose(again[:600], embed_texts(model, many), atol=1e-5)
+    np.testing.assert_allclose(again[600:], want, atol=1e-5)

@@ -1,4 +1,4 @@
-"""The bundled MiniLM embedder, the Ray Data batch callable, and the pool-embedding cache."""
+"""The bundled MiniLM embedder and the pool-embedding cache."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 from frft_ray.config import FilterConfig
 from frft_ray.data.records import PreferencePair
 from frft_ray.embedding import (
-    BatchEmbedder,
     EmbeddingError,
     cached_pool_embeddings,
     compose_text,
@@ -92,16 +91,6 @@ def test_filter_with_real_embeddings_keeps_the_paraphrase_pairs(model, tmp_path)
     sel = select_pairs(pairs, pool, embed_texts(model, ANCHORS), None, cfg)
     assert sorted(sel.indices.tolist()) == [0, 1, 2, 3]
     assert sel.source_mix == {"para": 4}
-
-
-def test_batch_embedder_adds_an_embedding_column(model):
-    embedder = BatchEmbedder(model_name="bundled", batch_size=2, text_column="text")
-    batch = {"text": np.array(ANCHORS[:3], dtype=object), "row": np.arange(3)}
-    out = embedder(batch)
-    assert out["row"].tolist() == [0, 1, 2] and out["embedding"].shape == (3, 384)
-    np.testing.assert_allclose(out["embedding"], embed_texts(model, ANCHORS[:3]), atol=1e-5)
-    with pytest.raises(EmbeddingError, match="no text column 'text'"):
-        embedder({"prompt": np.array(["x"], dtype=object)})
 
 
 def test_cache_hit_skips_compute_and_returns_the_same_arrays(model, tmp_path):
