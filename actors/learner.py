@@ -19,21 +19,22 @@ from frft_ray.config import RunConfig
 LEARNER_STATE = "learner_state.pt"
 
 
-def start_learner(cfg: RunConfig, policy_path: str, seed: int) -> "ray.actor.ActorHandle":
-    """A learner actor on `policy_path`, placed by `placement.learner`."""
-    return LearnerActor.options(**cfg.placement.learner.ray_options()).remote(cfg, str(policy_path), seed)
+def start_learner(cfg: RunConfig) -> "ray.actor.ActorHandle":
+    """A learner actor placed by `placement.learner`; it holds no policy until `reset(policy_path, seed)`."""
+    return LearnerActor.options(**cfg.placement.learner.ray_options()).remote(cfg)
 
 
 @ray.remote
 class LearnerActor:
-    def __init__(self, cfg: RunConfig, policy_path: str, seed: int):
+    def __init__(self, cfg: RunConfig):
         setup_process(cfg.resources.torch_threads)
         import torch
+        import transformers.models.gpt2.modeling_gpt2  # noqa: F401  (the slow imports, while the driver builds models)
 
         self.cfg = cfg
         gpu = cfg.placement.learner.num_gpus > 0 and torch.cuda.is_available()
         self.device = torch.device("cuda" if gpu else "cpu")
-        self.reset(policy_path, seed)
+        self.policy = None
 
     def reset(self, policy_path: str, seed: int) -> int:
         """Start over from a saved policy, exactly as a new learner with this seed would (the next arm)."""

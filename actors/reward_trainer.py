@@ -52,33 +52,46 @@ class RMFitJob:
 
 @ray.remote(num_cpus=0)
 class FitChannel:
-    """Fit requests in, results out, numbered 0, 1, 2, ...; `None` as a request stops the workers."""
+    """Fit requests in, results out, numbered 0, 1, 2, ...; `None` as a request stops the workers.
+    Every method is async, so all of them run on the actor's one event loop (no polling)."""
 
     def __init__(self):
         self.jobs: dict[int, object] = {}
         self.results: dict[int, dict] = {}
+        self.events: dict[tuple[str, int], asyncio.Event] = {}
         self.ready: set[int] = set()
 
-    def mark_ready(self, rank: int) -> None:
+    def _event(self, kind: str, seq: int) -> asyncio.Event:
+        return self.events.setdefault((kind, seq), asyncio.Event())
+
+    async def mark_ready(self, rank: int) -> None:
         self.ready.add(rank)
 
-    def ready_count(self) -> int:
+    async def ready_count(self) -> int:
         return len(self.ready)
 
-    def submit(self, seq: int, request) -> None:
+    async def submit(self, seq: int, request) -> None:
         self.jobs[seq] = request
+        self._event("job", seq).set()
 
     async def next_job(self, seq: int):
-        while seq not in self.jobs:
-            await asyncio.sleep(0.02)
+        await self._event("job", seq).wait()
         return self.jobs[seq]
 
-    def finish(self, seq: int, metrics: dict) -> None:
+    async def finish(self, seq: int, metrics: dict) -> None:
         self.results[seq] = metrics
         self.jobs.pop(seq, None)
+        self._event("result", seq).set()
 
-    def result(self, seq: int) -> dict | None:
-        return self.results.pop(seq, None)
+    async def wait_result(self, seq: int, timeout_s: float) -> dict | None:
+        """The fit's metrics, or None if it has not finished within `timeout_s`."""
+        try:
+            await asyncio.wait_for(self._event("result", seq).wait(), timeout_s)
+        except asyncio.TimeoutError:
+            return None
+        for kind in ("job", "result"):
+            self.events.pop((kind, seq), None)
+        return self.results.pop(seq)
 
 
 def _train_loop(config: dict) -> None:
@@ -199,9 +212,8 @@ class RewardTrainerGroup:
         self._seq += 1
         refs = ([ray.put(list(train_pairs))], [ray.put(list(eval_pairs))])  # nested: workers fetch them
         ray.get(self.channel.submit.remote(seq, (job, *refs)))
-        while (metrics := ray.get(self.channel.result.remote(seq))) is None:
+        while (metrics := ray.get(self.channel.wait_result.remote(seq, 0.5))) is None:
             self._check_alive(f"fitting RM v{job.version}")
-            time.sleep(0.05)
         metrics["wall_s"] = time.time() - t0
         return metrics
 

@@ -17,7 +17,7 @@ from frft_ray.config import RunConfig
 class RolloutPool:
     """`rollout.num_workers` workers, each placed by `placement.rollout` (one placement-group bundle each)."""
 
-    def __init__(self, policy_path: str, cfg: RunConfig, pad_id: int):
+    def __init__(self, policy_path: str, cfg: RunConfig, pad_id: int, wait: bool = True):
         self.policy_path = policy_path
         self.cfg = cfg
         self.pad_id = pad_id
@@ -25,16 +25,16 @@ class RolloutPool:
         self.pg = None
         self.version = 0
         self._weights_ref = None
-        self.resize(cfg.rollout.num_workers)
+        self.resize(cfg.rollout.num_workers, wait)
 
-    def resize(self, n: int) -> None:
-        """(Re)create the pool with n workers; new workers get the current weights version."""
+    def resize(self, n: int, wait: bool = True) -> None:
+        """(Re)create the pool with n workers; new workers get the current weights version. With
+        `wait=False` the workers start in the background (`wait_ready()`, or the first call, waits)."""
         if n < 1:
             raise ValueError(f"rollout pool needs at least one worker, got {n}")
         self.shutdown()
         place = self.cfg.placement.rollout
         self.pg = placement_group([place.bundle()] * n, strategy="PACK", name="frft_rollout")
-        ray.get(self.pg.ready(), timeout=600)
         self.workers = [
             RolloutWorker.options(
                 **place.ray_options(),
@@ -44,8 +44,18 @@ class RolloutPool:
         ]
         if self._weights_ref is not None:
             ray.get([w.set_weights.remote(self._weights_ref, self.version) for w in self.workers])
-        else:
-            ray.get([w.get_version.remote() for w in self.workers])
+        elif wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout_s: float = 600.0) -> None:
+        """Block until every worker has loaded its policy."""
+        try:
+            ray.get(self.pg.ready(), timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise TimeoutError(f"{self.size} rollout worker(s) of {self.cfg.placement.rollout.bundle()} could not be "
+                               f"placed within {timeout_s:.0f} s: check placement.rollout and the cluster's free "
+                               "resources") from None
+        ray.get([w.get_version.remote() for w in self.workers])
 
     @property
     def size(self) -> int:

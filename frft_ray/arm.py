@@ -135,7 +135,8 @@ class ArmTrainer:
         """The current RM against the truth (gold reward), on the policy's own samples and held-out pairs."""
         rec = self.record
         rec.rm_version = self.rm_version
-        acc = phases.rm_truth_accuracy(self.learner, self.data, self.samples, self.samples_b)
+        with self.timer("rm_eval"):
+            acc = phases.rm_truth_accuracy(self.learner, self.data, self.samples, self.samples_b)
         rec.rm_on_policy, rec.rm_heldout_gold = acc["rm_on_policy"], acc["rm_heldout_gold"]
         rec.rm_heldout_policy_like = acc["rm_heldout_policy_like"]
 

@@ -230,7 +230,7 @@ ROLES = ("rollout", "learner", "reward_trainer", "embedder", "serve")
 
 
 class PlacementConfig(Section):
-    """Where each role runs: the one table every actor, Train worker, Data pool and Serve replica reads."""
+    """Where each role runs: the one table every actor, Ray Train worker and Serve replica reads."""
 
     rollout: RolePlacement = Field(RolePlacement(num_cpus=1.0), description="one rollout worker (HF or vLLM engine)")
     learner: RolePlacement = Field(RolePlacement(num_cpus=0.5), description="the learner actor (SFT, PPO, RM scoring)")

@@ -40,17 +40,17 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict | None:
     if run is None:
         return None
     started_ray = phases.ray_init(cfg)
+    timer = PhaseTimer()
     try:
-        data = prepare_run_data(cfg)
-        log.info("data: %d SFT demos, %d pool pairs, %d held-out pairs, %d train / %d eval prompts",
-                 len(data.sft_prompts), len(data.pool), len(data.heldout), len(data.train_prompts),
-                 len(data.eval_prompts))
-
-        # ---- the run's Ray roles start once: learner, rollout pool, RM trainer, embedders (workers.py)
-        timer = PhaseTimer()
-        base = None if run.state.base_done else phases.build_base_checkpoints(cfg, data, run.dir / "ckpt")
-        first_policy = base[0] if base else run.dir / run.state.sft_path
-        with RunWorkers(cfg, run.dir, first_policy, timer) as workers:
+        # ---- the run's Ray roles start once (workers.py): learner, RM trainer, embedders now; rollout pool
+        # as soon as a policy exists
+        with RunWorkers(cfg, run.dir, timer) as workers:
+            data = prepare_run_data(cfg)
+            log.info("data: %d SFT demos, %d pool pairs, %d held-out pairs, %d train / %d eval prompts",
+                     len(data.sft_prompts), len(data.pool), len(data.heldout), len(data.train_prompts),
+                     len(data.eval_prompts))
+            base = None if run.state.base_done else phases.build_base_checkpoints(cfg, data, run.dir / "ckpt")
+            workers.start_policy(base[0] if base else run.dir / run.state.sft_path)
             run.state.add_timing(timer.totals)
 
             # ---- 1. SFT and the initial RM (skipped on resume: they are in the checkpoint)

@@ -9,7 +9,8 @@ model load) and a Ray Train worker group 15-30 s, so nothing is started per iter
 - the RM trainer (a Ray Train worker group) fits the initial RM and every refit;
 - the embedder actors (only when an arm filters) embed the pool once and each iteration's samples.
 
-They start together, before SFT, so the RM trainer's and the embedders' start-up overlaps with SFT.
+They start together as soon as Ray is up, while the driver prepares the data and builds the base
+models, and the driver waits for all of them before SFT (timed as `overhead_start`).
 """
 
 from __future__ import annotations
@@ -28,17 +29,31 @@ from frft_ray.tracking import PhaseTimer
 
 
 class RunWorkers:
-    def __init__(self, cfg: RunConfig, run_dir: Path, policy_path: Path, timer: PhaseTimer):
+    """Start with `RunWorkers(cfg, run_dir, timer)` right after Ray is up (the learner, RM trainer and
+    embedders need no checkpoint), then `start_policy(path)` once the first policy exists."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, timer: PhaseTimer):
         from frft_ray.arm import arms_of
 
         self.cfg, self.timer = cfg, timer
-        self.learner = self.pool = self.rm_trainer = self.embedders = None
-        with timer("overhead_start"):
-            self.rm_trainer = RewardTrainerGroup(cfg, run_dir / "ray_train").start()  # comes up in the background
+        self.pool = self.embedders = None
+        with timer("overhead_start"):  # every role starts in the background
+            self.learner = start_learner(cfg)
+            self.rm_trainer = RewardTrainerGroup(cfg, run_dir / "ray_train").start()
             if "frft" in arms_of(cfg):
                 self.embedders = EmbedderPool(cfg.filter, cfg.placement.embedder)
-            self.learner = start_learner(cfg, policy_path, cfg.seed)
-            self.pool = RolloutPool(str(policy_path), cfg, phases.pad_id(policy_path))
+
+    def start_policy(self, policy_path: Path) -> None:
+        """Start the rollout pool on `policy_path` (in the background) and load it into the learner."""
+        with self.timer("overhead_start"):
+            self.pool = RolloutPool(str(policy_path), self.cfg, phases.pad_id(policy_path), wait=False)
+            ray.get(self.learner.reset.remote(str(policy_path), self.cfg.seed))
+            # Wait for every role here rather than let them start during SFT: on a small node, processes
+            # importing torch next to a multi-threaded SFT slowed it by half (2 cores, demo config).
+            self.pool.wait_ready()
+            self.rm_trainer.wait_ready()
+            if self.embedders is not None:
+                self.embedders.wait_ready()
 
     def __enter__(self) -> "RunWorkers":
         return self

@@ -4,7 +4,7 @@ import pytest
 
 from frft_ray.config import config_from_dict
 from frft_ray.models import load_reward_checkpoint, save_checkpoint
-from tests.test_bt import easy_pairs, tiny_rm, tok  # noqa: F401  (tok is a fixture)
+from test_bt import easy_pairs, tiny_rm, tok  # noqa: F401  (tok is a fixture)
 
 
 @pytest.mark.slow
@@ -13,7 +13,8 @@ def test_one_worker_group_fits_again_and_again_then_reports_a_failed_fit(ray_loc
 
     save_checkpoint(tmp_path / "rm0", tiny_rm(tok), tok, None, {"kind": "rm", "version": 0})
     cfg = config_from_dict({"reward": {"num_workers": 2, "batch_size": 16},
-                            "models": {"max_length": 64}, "resources": {"torch_threads": 1},
+                            "models": {"max_length": 64, "max_prompt_tokens": 16}, "rollout": {"max_new_tokens": 16},
+                            "resources": {"torch_threads": 1},
                             "placement": {"reward_trainer": {"num_cpus": 0.5}}})
     train, heldout = easy_pairs(160, 1), easy_pairs(60, 2)
     group = RewardTrainerGroup(cfg, tmp_path / "ray_train").start()

@@ -10,6 +10,12 @@ its own (the model trains in the dtype it was loaded in; rewards are read as fp3
 always kept. The batch schedule (shuffled, fractional epochs) is `algorithms.loop.FractionalEpochs`,
 shared with SFT. Batch size and margin are fixed for a run and come from the `reward` config
 section; epochs and lr differ between the initial fit and refits, so they are arguments.
+
+The same loop runs inside the run's persistent RM trainer workers (actors/reward_trainer.py): a
+fit there is a function call on a live DDP process group, where a TRL trainer would be rebuilt
+(and its Accelerator set up) per refit. What TRL would add, FSDP/DeepSpeed for RMs that outgrow
+one GPU, is not needed at the paper's scale (GPT-2-medium RM) and is left to the scale work;
+the project therefore does not depend on TRL.
 """
 
 from __future__ import annotations
