@@ -150,8 +150,6 @@ def train_base_models(cfg: RunConfig, data: RunData, run: RunFolder, workers: Ru
     job = RMFitJob(init_path=str(base_rm), out_path=str(ckpt_dir / "rm-v0"), epochs=cfg.reward.init_epochs,
                    lr=cfg.reward.lr, version=0, seed=cfg.seed, meta={"kind": "rm", "version": 0, "iteration": 0,
                                                                      "stage": "initial"})
-    with timer("overhead_start"):
-        workers.rm_trainer.wait_ready()  # started before SFT; usually up by now
     with timer("rm_fit"):
         rm0 = workers.rm_trainer.fit(job, pairs, data.heldout)
     log.info("initial RM: %d pairs, held-out accuracy %.3f (%.1fs)", len(pairs),
