@@ -50,15 +50,13 @@ def _checkpoint(args) -> Path:
 
 
 def _serve_config(args):
-    from frft_ray.config import ServeConfig, load_config
+    """(the `serve:` section, the `placement.serve` of each replica) from --config/--set and the flags."""
+    from frft_ray.config import RunConfig, load_config
 
     # --set without --config overrides the packaged demo config, whose serve: section is the built-in defaults
-    if args.config or args.overrides:
-        cfg = load_config(args.config, args.overrides).serve
-    else:
-        cfg = ServeConfig()
+    run_cfg = load_config(args.config, args.overrides) if args.config or args.overrides else RunConfig()
     updates = {k: v for k, v in (("host", args.host), ("port", args.port), ("replicas", args.replicas)) if v is not None}
-    return cfg.model_copy(update=updates) if updates else cfg
+    return run_cfg.serve.model_copy(update=updates), run_cfg.placement.serve
 
 
 def cmd_serve(args) -> int:
@@ -85,11 +83,11 @@ def cmd_serve(args) -> int:
         print(f"published RM version {entry['version']} from {entry['path']}; replicas swap within ~1 s")
         return 0
 
-    cfg = _serve_config(args)
+    cfg, placement = _serve_config(args)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` shuts down as cleanly as Ctrl-C
     ray.init(include_dashboard=False, log_to_driver=False)
     try:
-        url = launch.start_server(cfg, ckpt, args.version)
+        url = launch.start_server(cfg, ckpt, args.version, placement=placement)
         launch.write_state(args.state_file, url)
         print(f"serving {ckpt} at {url}  (POST {url}/v1/score, POST {url}/get_reward, GET {url}/health)", flush=True)
         print("Ctrl-C to stop", flush=True)

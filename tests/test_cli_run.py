@@ -63,6 +63,10 @@ def test_serve_accepts_config_overrides():
     from frft_ray.cli import build_parser
     from serve.cli import _serve_config
 
-    args = build_parser().parse_args(["serve", "--checkpoint", "x", "--set", "serve.port=9001", "--replicas", "2"])
-    cfg = _serve_config(args)
+    args = build_parser().parse_args(["serve", "--checkpoint", "x", "--set", "serve.port=9001", "--replicas", "2",
+                                      "--set", "placement.serve.num_cpus=0.5"])
+    cfg, placement = _serve_config(args)
     assert (cfg.port, cfg.replicas, cfg.host) == (9001, 2, "127.0.0.1")
+    assert placement.ray_options() == {"num_cpus": 0.5, "num_gpus": 0.0}  # each replica's reservation
+    _, default = _serve_config(build_parser().parse_args(["serve", "--checkpoint", "x"]))
+    assert default.num_cpus == 0.25

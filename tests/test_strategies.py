@@ -18,6 +18,7 @@ from frft_ray.data.records import PreferencePair
 from frft_ray.embedding import PoolEmbeddings
 from frft_ray.filtering import FilterError, per_generation_rows, random_selection, select_pairs
 from frft_ray.strategies import REGISTRY, Strategy, check_combination, get_strategy, register, strategy_names
+from test_filtering import random_unit
 
 CONFIG_STRATEGIES = typing.get_args(FilterConfig.model_fields["strategy"].annotation)
 CONFIG_SELECTIONS = typing.get_args(FilterConfig.model_fields["selection"].annotation)
@@ -25,9 +26,8 @@ COMBOS = [(st, se) for st in CONFIG_STRATEGIES for se in CONFIG_SELECTIONS]
 REJECTED = {("prompt_matched", "per_generation")}  # what the registry says today; a change must be deliberate
 
 
-def unit(rng, n, d=16):
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+def unit(rng, n):
+    return random_unit(rng, n, d=16)
 
 
 @pytest.fixture(scope="module")
