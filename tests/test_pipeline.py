@@ -166,6 +166,13 @@ def test_eval_cli_rejudges_a_finished_run(micro_run, capsys):
     assert "frft-ray summary" in out and "win rate frft_vs_vanilla" in out
     again = json.loads((run_dir / "summary.json").read_text())
     assert again["gold_reward"].keys() == summary["gold_reward"].keys()
+    # one policy against another on the same prompts, without a run folder
+    sft, frft = run_dir / "ckpt" / "sft", run_dir / "ckpt" / "frft-iter-002" / "policy"
+    assert main(["eval", "--config", "micro", "--policy", str(frft), "--baseline", str(sft)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["prompts"] == 48 and abs(out["mean_reward"] - summary["gold_reward"]["frft"]) < 1e-6
+    assert abs(out["baseline_mean_reward"] - summary["gold_reward"]["sft"]) < 1e-6
+    assert out["win_rate"]["estimate"] == summary["win_rate"]["frft_vs_sft"]["estimate"]
 
 
 def test_scale_cli_rejects_bad_input(tmp_path, capsys):
