@@ -21,7 +21,7 @@ from ray import serve
 
 from frft_ray.config import PlacementConfig, RolePlacement, ServeConfig
 from frft_ray.models import read_meta
-from serve.settings import POLL_S, ReplicaSettings  # noqa: F401 (POLL_S: the swap delay)
+from serve.settings import ReplicaSettings
 from serve.versions import get_registry
 
 APP_NAME = "frft_rm"
@@ -35,7 +35,7 @@ def _check_checkpoint(path: str | Path) -> Path:
 
 
 def publish_rm(path: str | Path, version: int | None = None, meta: dict | None = None, app_name: str = APP_NAME) -> dict:
-    """Make the checkpoint at `path` the served RM; replicas swap to it within ~POLL_S + load time.
+    """Make the checkpoint at `path` the served RM; replicas swap to it within ~`ReplicaSettings.poll_s` + load time.
 
     `version` defaults to meta.json's "version", else current + 1. It must be newer than the
     current version (ValueError otherwise). Returns the registry entry.
