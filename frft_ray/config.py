@@ -241,6 +241,9 @@ class PlacementConfig(Section):
 
 class RunConfig(Section):
     seed: int = Field(0, description="run seed: model init, sampling, shuffles, random-k")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 on GPUs, fp32 on CPUs; fp32 or bf16 forces it (frft_ray/devices.py) (ours)"
+    )
     out_dir: str = Field("runs/demo", description="run folder when `frft-ray run` gets no --out")
     data: DataConfig = Field(DataConfig(), description="preference data and how to load it")
     models: ModelsConfig = Field(ModelsConfig(), description="policy and RM models, sequence lengths")
