@@ -44,7 +44,7 @@ def ray_local():
             include_dashboard=False,
             log_to_driver=False,
             object_store_memory=300 * 2**20,
-            _temp_dir="/tmp/frft_test_ray",
+            _temp_dir=os.environ.get("FRFT_TEST_RAY_TMP", "/tmp/frft_test_ray"),  # one per parallel session
         )
     yield ray
     if ray.is_initialized():
