@@ -12,6 +12,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.rollout_worker import RolloutWorker
 from frft_ray.config import RunConfig
+from frft_ray.placement_check import ROLLOUT_STRATEGY
 
 
 class RolloutPool:
@@ -34,7 +35,7 @@ class RolloutPool:
             raise ValueError(f"rollout pool needs at least one worker, got {n}")
         self.shutdown()
         place = self.cfg.placement.rollout
-        self.pg = placement_group([place.bundle()] * n, strategy="PACK", name="frft_rollout")
+        self.pg = placement_group([place.bundle()] * n, strategy=ROLLOUT_STRATEGY, name="frft_rollout")
         self.workers = [
             RolloutWorker.options(
                 **place.ray_options(),

@@ -105,6 +105,7 @@ def cmd_train_rm(args) -> int:
     from actors.reward_trainer import RMFitJob, fit_reward_model_ray
     from frft_ray import phases
     from frft_ray.config import load_config
+    from frft_ray.placement_check import ensure_placement
     from frft_ray.run_data import prepare_run_data
 
     cfg = load_config(args.config, args.overrides)
@@ -112,6 +113,7 @@ def cmd_train_rm(args) -> int:
     out = Path(args.out).resolve()
     started = phases.ray_init(cfg)
     try:
+        ensure_placement(cfg, roles=("reward_trainer",))
         data = prepare_run_data(cfg)
         init = Path(args.init) if args.init else phases.build_base_checkpoints(cfg, data, out.parent / (out.name + "-base"))[1]
         pairs = phases.initial_rm_pairs(cfg, data)

@@ -10,7 +10,9 @@ model load) and a Ray Train worker group 15-30 s, so nothing is started per iter
 - the embedder actors (only when an arm filters) embed the pool once and each iteration's samples.
 
 They start together as soon as Ray is up, while the driver prepares the data and builds the base
-models, and the driver waits for all of them before SFT (timed as `overhead_start`).
+models, and the driver waits for all of them before SFT (timed as `overhead_start`). Before any of
+them starts, `ensure_placement` checks that all of them (and the Serve replicas when serve.enabled)
+can ever be placed on the cluster together, and fails in seconds naming the role if not.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from actors.reward_trainer import RewardTrainerGroup
 from actors.rollout_pool import RolloutPool
 from frft_ray import phases
 from frft_ray.config import RunConfig
+from frft_ray.placement_check import ensure_placement
 from frft_ray.tracking import PhaseTimer
 
 
@@ -37,6 +40,7 @@ class RunWorkers:
 
         self.cfg, self.timer = cfg, timer
         self.pool = self.embedders = None
+        ensure_placement(cfg)  # a run that can never be placed fails here, before any actor starts
         with timer("overhead_start"):  # every role starts in the background
             self.learner = start_learner(cfg)
             self.rm_trainer = RewardTrainerGroup(cfg, run_dir / "ray_train").start()

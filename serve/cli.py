@@ -87,6 +87,7 @@ def cmd_serve(args) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` shuts down as cleanly as Ctrl-C
     ray.init(include_dashboard=False, log_to_driver=False)
     try:
+        _check_placement(cfg, placement)
         url = launch.start_server(cfg, ckpt, args.version, placement=placement)
         launch.write_state(args.state_file, url)
         print(f"serving {ckpt} at {url}  (POST {url}/v1/score, POST {url}/get_reward, GET {url}/health)", flush=True)
@@ -100,6 +101,14 @@ def cmd_serve(args) -> int:
         ray.shutdown()
         Path(args.state_file).unlink(missing_ok=True)
     return 0
+
+
+def _check_placement(cfg, placement) -> None:
+    """Fail in seconds (PlacementError, a user error) when the replicas can never be placed."""
+    from frft_ray.config import PlacementConfig, RunConfig
+    from frft_ray.placement_check import ensure_placement
+
+    ensure_placement(RunConfig(serve=cfg, placement=PlacementConfig(serve=placement)), roles=("serve",))
 
 
 def _interrupt(signum, frame):
