@@ -194,7 +194,7 @@ def test_run_asking_a_gpu_fails_at_start_naming_the_learner(ray_local, tmp_path,
     assert err[-1].startswith("frft-ray: error: the placement: section cannot fit this cluster (checked against the 1 "
                               "node(s) up now")
     assert "learner: one unit asks {CPU: 1, GPU: 1}" in err[-1] and "--set placement.learner.num_gpus=0" in err[-1]
-    assert not (tmp_path / "run" / "ckpt").exists()  # nothing was built: it failed before any role started
+    assert list((tmp_path / "run" / "ckpt").iterdir()) == []  # nothing was built: it failed before any role started
     assert time.monotonic() - t0 < 60  # fails fast rather than waiting on Ray (a loose bound, not a benchmark)
     assert ray_local.is_initialized()  # the session's Ray is not ours to stop
 
@@ -204,5 +204,5 @@ def test_serve_replicas_are_checked_before_serve_starts(ray_local):
     from serve.cli import _check_placement
 
     _check_placement(ServeConfig(replicas=2), load_config("micro").placement.serve)  # 2 x 0.25 CPU fits
-    with pytest.raises(PlacementError, match=r"serve: one unit asks \{CPU: 0.25, GPU: 0.5\}"):
+    with pytest.raises(PlacementError, match=r"serve: one unit asks \{CPU: [\d.]+, GPU: 0.5\}"):
         _check_placement(ServeConfig(), load_config("micro", ["placement.serve.num_gpus=0.5"]).placement.serve)
