@@ -111,15 +111,15 @@ def _pack(demands: list[RoleDemand], nodes: list[dict]) -> Counter:
     units = []
     for d in demands:
         if d.strategy == "STRICT_PACK":  # the whole group on one node
-            units.append((d, {k: v * d.count for k, v in d.unit.items()}, 0))
+            units.append((d, {k: v * d.count for k, v in d.unit.items()}))
         else:
-            units.extend((d, d.unit, i) for i in range(d.count))
+            units.extend((d, d.unit) for _ in range(d.count))
     units.sort(key=lambda u: (u[1].get("GPU", 0), sum(v for k, v in u[1].items() if k not in ("CPU", "GPU")),
                               u[1].get("CPU", 0)), reverse=True)
     free = [_Node(n) for n in nodes]
     used: dict[str, set[int]] = {}  # STRICT_SPREAD: nodes a role already holds
     failed: Counter = Counter()
-    for d, unit, _ in units:
+    for d, unit in units:
         taken = used.setdefault(d.role, set()) if d.strategy == "STRICT_SPREAD" else set()
         spot = next((i for i, n in enumerate(free) if i not in taken and n.take(unit)), None)
         if spot is None:
@@ -180,7 +180,8 @@ def _total_problems(demands: list[RoleDemand], nodes: list[dict], offer: str) ->
         room = has - (asked - big.unit[k] * big.count)  # what the other roles leave for this one
         each = max(0.0, math.floor(room / big.count * 100 + _EPS) / 100)
         name = {"CPU": "num_cpus", "GPU": "num_gpus"}.get(k)
-        fix = f"--set placement.{big.role}.{name}={each:g}" if name else f"--set placement.{big.role}.resources={{{k}: {each:g}}}"
+        fix = (f"--set placement.{big.role}.{name}={each:g}" if name
+               else f"--set placement.{big.role}.resources={{{k}: {each:g}}}")
         fewer = int(room // big.unit[k] + _EPS)
         if big.count_key and fewer >= 1:
             fix += f" or --set {big.count_key}={fewer}"
