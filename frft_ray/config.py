@@ -238,6 +238,19 @@ class PlacementConfig(Section):
     embedder: RolePlacement = Field(RolePlacement(num_cpus=0.25), description="one Sentence-BERT embedder actor")
     serve: RolePlacement = Field(RolePlacement(num_cpus=0.25), description="one replica of the RM endpoint")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _role_defaults(cls, data):
+        """A role given in part (`--set placement.learner.num_gpus=1`) keeps that role's other defaults."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for role, given in data.items():
+            field = cls.model_fields.get(role)
+            if isinstance(given, dict) and field is not None and isinstance(field.default, RolePlacement):
+                out[role] = {**field.default.model_dump(), **given}
+        return out
+
 
 class RunConfig(Section):
     seed: int = Field(0, description="run seed: model init, sampling, shuffles, random-k")
