@@ -46,9 +46,9 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict | None:
         # as soon as a policy exists
         with RunWorkers(cfg, run.dir, timer) as workers:
             data = prepare_run_data(cfg)
-            log.info("data: %d SFT demos, %d pool pairs, %d held-out pairs, %d train / %d eval prompts",
-                     len(data.sft_prompts), len(data.pool), len(data.heldout), len(data.train_prompts),
-                     len(data.eval_prompts))
+            log.info("data: %d SFT demos, %d pool pairs, %d held-out pairs, %d train / %d eval prompts; "
+                     "skipped records: %s", len(data.sft_prompts), len(data.pool), len(data.heldout),
+                     len(data.train_prompts), len(data.eval_prompts), data.report.skipped or "none")
             base = None if run.state.base_done else phases.build_base_checkpoints(cfg, data, run.dir / "ckpt")
             workers.start_policy(base[0] if base else run.dir / run.state.sft_path)
             run.state.add_timing(timer.totals)
@@ -191,7 +191,7 @@ def evaluate_run(cfg: RunConfig, run_dir: Path, data: RunData, state: RunState |
             judged[name] = {"responses": responses, "scores": judge(prompts, responses)}
     state.timing["eval"] = state.timing.get("eval", 0.0) + time.time() - t0
     wall = state.wall_s + time.time() - t0  # the run's wall time up to here, evaluation included
-    summary = build_summary(cfg, state, prompts, judged, wall_s=wall)
+    summary = build_summary(cfg, state, prompts, judged, wall_s=wall, data_report=data.report)
     write_json(run_dir / "summary.json", summary)
     write_report(summary, run_dir / "report.png")
     print_summary(summary)

@@ -21,7 +21,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from frft_ray.config import ModelsConfig, RunConfig, dump_config
+from frft_ray.config import ConfigError, ModelsConfig, RunConfig, dump_config
 
 PAD, EOS = "<|pad|>", "<|endoftext|>"
 META_FILE, CONFIG_FILE, VALUE_HEAD_FILE = "meta.json", "frft_config.yaml", "value_head.safetensors"
@@ -92,6 +92,7 @@ def build_policy(mcfg: ModelsConfig, tok, seed: int = 0):
     model = AutoModelForCausalLM.from_pretrained(
         mcfg.policy, use_safetensors=True, trust_remote_code=mcfg.trust_remote_code
     )
+    check_max_length(model, mcfg.max_length, f"models.policy ({mcfg.policy})")
     model.config.pad_token_id = tok.pad_token_id
     return model
 
@@ -106,8 +107,19 @@ def build_reward_model(mcfg: ModelsConfig, tok, seed: int = 0):
     model = AutoModelForSequenceClassification.from_pretrained(
         mcfg.reward, num_labels=1, use_safetensors=True, trust_remote_code=mcfg.trust_remote_code
     )
+    check_max_length(model, mcfg.max_length, f"models.reward ({mcfg.reward})")
     model.config.pad_token_id = tok.pad_token_id
     return model
+
+
+def check_max_length(model, max_length: int, what: str) -> None:
+    """Fail at start, naming the keys, when `models.max_length` is longer than a loaded model's position
+    table (the config checks the `tiny` preset itself); otherwise a learned position embedding fails
+    with an index error deep in an actor."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(limit, int) and max_length > limit:
+        raise ConfigError(f"models.max_length ({max_length}) exceeds the {limit} positions of {what}; "
+                          "lower models.max_length (and max_prompt_tokens / rollout.max_new_tokens)")
 
 
 def frozen_reference(policy):

@@ -7,10 +7,13 @@ import dataclasses
 import numpy as np
 
 from frft_ray.config import RunConfig
+from frft_ray.data.records import LoadReport
 from frft_ray.run_state import RunState
 
 
-def build_summary(cfg: RunConfig, state: RunState, prompts: list[str], judged: dict, wall_s: float) -> dict:
+def build_summary(cfg: RunConfig, state: RunState, prompts: list[str], judged: dict, wall_s: float,
+                  data_report: LoadReport | None = None) -> dict:
+    """`data_report`: what the loader kept and skipped (data.on_bad_record: skip counts, never hides)."""
     from frft_ray.evaluation import win_rate
 
     arms = state.arms
@@ -28,6 +31,8 @@ def build_summary(cfg: RunConfig, state: RunState, prompts: list[str], judged: d
         "initial_rm": dataclasses.asdict(state.rm0) if state.rm0 else {},
         "config": cfg.model_dump(mode="json"),
     }
+    if data_report is not None:
+        summary["data"] = dataclasses.asdict(data_report)
     for arm, a in arms.items():
         its = a.iterations
         acc = [{"heldout": r.rm_heldout, "on_policy": r.rm_on_policy,

@@ -117,3 +117,19 @@ def test_generate_returns_aligned_batch_and_concat_keeps_order(tok):
 def test_response_mask_stops_after_first_eos():
     ids = torch.tensor([[5, 6, 1, 7, 1], [5, 5, 5, 5, 5]])
     assert response_mask_from_ids(ids, 1).tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+
+
+def test_hf_model_shorter_than_max_length_is_a_config_error(tok, tmp_path):
+    """An HF folder (not `tiny`) whose position table is shorter than models.max_length fails at build
+    time, naming the keys, rather than with an index error inside an actor."""
+    from frft_ray.config import ConfigError
+
+    small = build_policy(ModelsConfig(tiny={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64}), tok)
+    small.save_pretrained(tmp_path / "hf")
+    tok.save_pretrained(tmp_path / "hf")
+    with pytest.raises(ConfigError, match=r"models.max_length \(96\) exceeds the 64 positions of models.policy"):
+        build_policy(ModelsConfig(policy=str(tmp_path / "hf"), max_prompt_tokens=32, max_length=96), tok)
+    with pytest.raises(ConfigError, match="models.reward"):
+        build_reward_model(ModelsConfig(reward=str(tmp_path / "hf"), max_prompt_tokens=32, max_length=96), tok)
+    fits = build_policy(ModelsConfig(policy=str(tmp_path / "hf"), max_prompt_tokens=32, max_length=64), tok)
+    assert fits.config.n_positions == 64 and fits.config.pad_token_id == tok.pad_token_id
