@@ -35,8 +35,11 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow and not jobs"
 
+# our RM endpoint (direct ingress) against a plain FastAPI + uvicorn server with the same RM, e.g.
+# make bench BENCH_ARGS=--quick;  make bench BENCH_ARGS="--device cuda --rm-shape gpt2-medium"
+BENCH_ARGS ?=
 bench: setup
-	$(BIN)/python benchmarks/serve_bench.py
+	$(BIN)/python benchmarks/serve_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,14 +1,21 @@
-"""Our Ray Serve RM endpoint vs an OpenRLHF-style reward server, measured in the same run.
+"""Our Ray Serve RM endpoint vs a plain FastAPI + uvicorn reward server, measured in the same run.
 
 Baseline (what OpenRLHF's remote RM server is): one FastAPI + uvicorn process, one /get_reward
-route, no batching across requests; clients send one query per request. Ours: the Serve app of
-`serve/` with `@serve.batch`, one replica. Same checkpoint, same scoring function, one torch
-thread each, same client (threads with `requests.Session`), same single-query requests.
-Two RM sizes: the tiny demo RM and a wider one whose single forward costs >= 5 ms here.
+route, no batching across requests. Ours: the Serve app of `serve/` with `@serve.batch`, one
+replica, `ServeConfig` defaults. Same checkpoint, same `serve/scorer.py` functions, one torch
+thread each, same device and dtype (`frft_ray.devices.compute_dtype("auto", ...)`), same client
+(threads with `requests.Session`), same requests: one query per request at 1/16/64/256
+concurrent clients (how OpenRLHF's remote-RM client calls), then 16 queries per request.
 
-    python benchmarks/serve_bench.py [--requests-per-client 8] [--out results.json]
+Ingress (`--ingress`): `direct` (the project's default, `frft_ray.env.SERVE_INGRESS_ENV`; clients
+call the replica's own port), `proxy` (Serve's HTTP proxy, Ray's default) or `haproxy`. Ray reads
+these once per process, so one run measures one mode: run it twice to compare.
 
-Prints a markdown table with throughput and p50/p99 latency, and the ratios ours/baseline.
+    python benchmarks/serve_bench.py --quick                      # < 2 min on a 2-core CPU
+    python benchmarks/serve_bench.py --ingress proxy              # before direct ingress
+    python benchmarks/serve_bench.py --device cuda --rm-shape gpt2-medium   # a GPU node, offline
+
+Prints, per row: req/s, queries/s, p50/p99 latency of each server and the ratio ours/baseline.
 """
 
 import argparse
@@ -27,26 +34,50 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CONCURRENCY = (1, 16, 64)
 BASE_PORT, OURS_PORT = 18531, 18532
+INGRESS_ENV = {  # what each --ingress mode puts in the environment before Ray starts
+    "direct": None,  # frft_ray.env.SERVE_INGRESS_ENV, read where it is defined
+    "proxy": {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"},
+    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
+}
+# (clients, requests per client, queries per request); --quick sends fewer requests per client
+PLAN = [(1, 200, 1), (16, 16, 1), (64, 8, 1), (256, 4, 1), (16, 8, 16)]
+QUICK_PLAN = [(1, 40, 1), (16, 3, 1), (64, 2, 1), (256, 1, 1), (16, 2, 16)]
+SHAPES = {  # --rm-shape: the RM's GPT-2 trunk (random init, offline)
+    "tiny": dict(n_layer=2, n_embd=128, n_head=4),
+    "wider": dict(n_layer=4, n_embd=256, n_head=4),
+    "gpt2-medium": dict(n_layer=24, n_embd=1024, n_head=16),
+}
 
 
 # ---------------------------------------------------------------- baseline server (subprocess)
 
 
-def run_baseline_server(ckpt: str, port: int) -> None:
+def load_for_device(ckpt: str, device: str):
+    """The checkpoint as a scorer snapshot on `device` in the dtype the project infers there."""
+    import torch
+
+    from frft_ray.devices import compute_dtype
+    from serve.scorer import load_snapshot
+
+    torch.set_num_threads(1)
+    dev = torch.device(device)
+    snap = load_snapshot(ckpt, 1)
+    snap.model.to(device=dev, dtype=compute_dtype("auto", dev))
+    return snap
+
+
+def run_baseline_server(ckpt: str, port: int, device: str) -> None:
     """An OpenRLHF-style RM server: FastAPI + uvicorn, scores each request's queries on arrival.
 
     (No `from __future__ import annotations` in this file: FastAPI must see `Request` itself.)
     """
-    import torch
     import uvicorn
     from fastapi import FastAPI, Request
 
-    from serve.scorer import load_snapshot, score_pairs
+    from serve.scorer import score_pairs
 
-    torch.set_num_threads(1)
-    snap = load_snapshot(ckpt, 1)
+    snap = load_for_device(ckpt, device)
     app = FastAPI()
 
     @app.post("/get_reward")
@@ -58,8 +89,8 @@ def run_baseline_server(ckpt: str, port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
-def start_baseline(ckpt: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, __file__, "--baseline-server", ckpt, str(BASE_PORT)], cwd=ROOT)
+def start_baseline(ckpt: str, device: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, __file__, "--baseline-server", ckpt, str(BASE_PORT), device], cwd=ROOT)
     try:
         wait_up(f"http://127.0.0.1:{BASE_PORT}/get_reward", proc)
     except BaseException:
@@ -68,7 +99,7 @@ def start_baseline(ckpt: str) -> subprocess.Popen:
     return proc
 
 
-def wait_up(url: str, proc=None, timeout_s: float = 120) -> None:
+def wait_up(url: str, proc=None, timeout_s: float = 180) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -85,20 +116,13 @@ def wait_up(url: str, proc=None, timeout_s: float = 120) -> None:
 # ---------------------------------------------------------------- models
 
 
-def build_models(root: Path) -> dict[str, str]:
+def build_model(root: Path, shape: str) -> str:
     from frft_ray.config import ModelsConfig, TinyModelConfig
     from frft_ray.models import build_reward_model, save_checkpoint, train_tokenizer
 
     tok = train_tokenizer(texts(2000), 2048, 256)
-    sizes = {
-        "tiny (2x128)": ModelsConfig(),
-        "wider (4x256)": ModelsConfig(tiny=TinyModelConfig(n_layer=4, n_embd=256, n_head=4)),
-    }
-    out = {}
-    for v, (name, mcfg) in enumerate(sizes.items(), start=1):
-        rm = build_reward_model(mcfg, tok)
-        out[name] = str(save_checkpoint(root / f"rm{v}", rm, tok, None, {"version": v}))
-    return out
+    rm = build_reward_model(ModelsConfig(tiny=TinyModelConfig(**SHAPES[shape])), tok)
+    return str(save_checkpoint(root / shape, rm, tok, None, {"version": 1}))
 
 
 def texts(n: int) -> list[str]:
@@ -111,17 +135,18 @@ def texts(n: int) -> list[str]:
     ]
 
 
-def forward_ms(ckpt: str, query: str, reps: int = 30) -> float:
+def forward_ms(ckpt: str, device: str, query: str, reps: int = 20) -> float:
     import torch
 
-    from serve.scorer import load_snapshot, score_pairs
+    from serve.scorer import score_pairs
 
-    torch.set_num_threads(1)
-    snap = load_snapshot(ckpt, 1)
+    snap = load_for_device(ckpt, device)
     score_pairs(snap, [""], [query])
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     t = time.perf_counter()
     for _ in range(reps):
-        score_pairs(snap, [""], [query])
+        score_pairs(snap, [""], [query])  # returns floats on the CPU: synchronised
     return (time.perf_counter() - t) / reps * 1000
 
 
@@ -138,8 +163,8 @@ def load(url: str, concurrency: int, per_client: int, batch: int = 1) -> dict:
             body = {"query": [qs[(k * 7 + j + b) % len(qs)] for b in range(batch)]}
             t = time.perf_counter()
             try:
-                r = s.post(url, json=body, timeout=120)
-                errors += not r.ok
+                r = s.post(url, json=body, timeout=300)
+                errors += not r.ok or len(r.json()["rewards"]) != batch
             except requests.RequestException:
                 errors += 1
             lat.append((time.perf_counter() - t) * 1000)
@@ -150,88 +175,106 @@ def load(url: str, concurrency: int, per_client: int, batch: int = 1) -> dict:
         results = list(pool.map(client, range(concurrency)))
     wall = time.perf_counter() - t0
     lat = sorted(x for r, _ in results for x in r)
-    q = statistics.quantiles(lat, n=100, method="inclusive")
-    return {
-        "req_s": len(lat) / wall,
-        "items_s": len(lat) * batch / wall,
-        "p50_ms": q[49],
-        "p99_ms": q[98],
-        "errors": sum(e for _, e in results),
-        "requests": len(lat),
-    }
+    q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else lat * 99
+    return {"req_s": len(lat) / wall, "queries_s": len(lat) * batch / wall, "p50_ms": q[49], "p99_ms": q[98],
+            "errors": sum(e for _, e in results), "requests": len(lat)}
 
 
-def measure(url: str, per_client: int, batch: int = 1, levels=CONCURRENCY) -> dict[int, dict]:
-    load(url, 4, 5, batch)  # warm up
-    return {c: load(url, c, max(per_client, 200 // (c * 4)) if c == 1 else per_client, batch) for c in levels}
+def measure(url: str, plan) -> list[dict]:
+    load(url, 4, 5)  # warm up
+    return [load(url, c, n, b) for c, n, b in plan]
 
 
 # ---------------------------------------------------------------- main
 
 
+def set_ingress_env(mode: str) -> None:
+    """Before Ray starts: Serve's processes read these once."""
+    if mode == "direct":
+        from frft_ray.env import SERVE_INGRESS_ENV, apply_offline_defaults
+
+        apply_offline_defaults(SERVE_INGRESS_ENV)
+    else:
+        os.environ.update(INGRESS_ENV[mode])
+
+
+def print_table(rows: list[dict]) -> None:
+    print("\n| RM | clients x queries/request | baseline req/s (queries/s) | ours req/s (queries/s) | ours/baseline "
+          "| baseline p50 / p99 ms | ours p50 / p99 ms | errors base / ours |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        b, o = r["baseline"], r["ours"]
+        print(f"| {r['rm']} | {r['clients']} x {r['batch']} | {b['req_s']:.0f} ({b['queries_s']:.0f}) "
+              f"| {o['req_s']:.0f} ({o['queries_s']:.0f}) | {o['req_s'] / b['req_s']:.2f}x "
+              f"| {b['p50_ms']:.0f} / {b['p99_ms']:.0f} | {o['p50_ms']:.0f} / {o['p99_ms']:.0f} "
+              f"| {b['errors']} / {o['errors']} |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--requests-per-client", type=int, default=8, help="POSTs per client thread (c=1 sends >= 50)")
+    ap.add_argument("--ingress", choices=list(INGRESS_ENV), default="direct",
+                    help="how requests reach our replica (default: direct, the project's default)")
+    ap.add_argument("--device", default="cpu", help="device of both servers' RM: cpu or cuda (default cpu)")
+    ap.add_argument("--rm-shape", nargs="+", choices=list(SHAPES), default=["tiny"],
+                    help="RM trunk(s), random init; several are measured in turn, the endpoint hot-swapping")
+    ap.add_argument("--quick", action="store_true", help="fewer requests per client (< 2 min on a 2-core CPU)")
+    ap.add_argument("--batch-wait-s", type=float, help="our serve.batch_wait_timeout_s (default: ServeConfig's)")
     ap.add_argument("--out", help="also write the results as JSON here")
-    ap.add_argument("--baseline-server", nargs=2, metavar=("CKPT", "PORT"), help=argparse.SUPPRESS)
+    ap.add_argument("--baseline-server", nargs=3, metavar=("CKPT", "PORT", "DEVICE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.baseline_server:
-        run_baseline_server(args.baseline_server[0], int(args.baseline_server[1]))
+        run_baseline_server(args.baseline_server[0], int(args.baseline_server[1]), args.baseline_server[2])
         return 0
 
     os.environ.setdefault("RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S", "1.0")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on loopback
+    set_ingress_env(args.ingress)
     import ray
     from ray import serve
 
     from frft_ray.config import RolePlacement, ServeConfig
     from serve import launch
 
+    plan = QUICK_PLAN if args.quick else PLAN
     tmp = Path(tempfile.mkdtemp(prefix="frft_serve_bench_"))
-    ckpts = build_models(tmp)
-    sample = texts(1)[0]
-    fwd = {name: forward_ms(path, sample) for name, path in ckpts.items()}
-    print("single forward, 1 thread: " + ", ".join(f"{n}: {ms:.1f} ms" for n, ms in fwd.items()), flush=True)
+    ckpts = {shape: build_model(tmp, shape) for shape in args.rm_shape}
+    fwd = {shape: forward_ms(path, args.device, texts(1)[0]) for shape, path in ckpts.items()}
+    print("single forward, 1 thread, " + args.device + ": " + ", ".join(f"{n}: {ms:.1f} ms" for n, ms in fwd.items()), flush=True)
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+    gpu = args.device.startswith("cuda")
+    ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
              object_store_memory=200 * 2**20, _temp_dir="/tmp/frft_bench")
-    names = list(ckpts)
-    cfg = ServeConfig(port=OURS_PORT, max_batch_size=32, batch_wait_timeout_s=0.005, max_ongoing_requests=128)
-    ours_url = launch.start_server(cfg, ckpts[names[0]], placement=RolePlacement(num_cpus=1))
+    cfg = ServeConfig(port=OURS_PORT)
+    if args.batch_wait_s is not None:
+        cfg = cfg.model_copy(update={"batch_wait_timeout_s": args.batch_wait_s})
+    stable = launch.start_server(cfg, ckpts[args.rm_shape[0]], placement=RolePlacement(num_cpus=1, num_gpus=1 if gpu else 0))
+    ours_url = (launch.replica_urls() or [stable])[0]
+    info = requests.get(f"{ours_url}/v1/model", timeout=30).json()
+    print(f"ingress {args.ingress}: ours at {ours_url} (stable URL {stable}); replica RM on {info.get('device', 'cpu')}; "
+          f"max_batch_size={cfg.max_batch_size}, batch_wait_timeout_s={cfg.batch_wait_timeout_s}", flush=True)
     rows = []
     try:
-        for v, name in enumerate(names, start=1):
-            if v > 1:  # the endpoint hot-swaps to the next size; no restart
-                launch.publish_rm(ckpts[name], version=v)
-                launch.wait_for_version(ours_url, v)
-            base = start_baseline(ckpts[name])
+        for v, shape in enumerate(args.rm_shape, start=1):
+            if v > 1:  # the endpoint hot-swaps to the next shape; no restart
+                launch.publish_rm(ckpts[shape], version=v)
+                launch.wait_for_version(ours_url, v, timeout_s=300)
+            base = start_baseline(ckpts[shape], args.device)
             try:
-                b = measure(f"http://127.0.0.1:{BASE_PORT}/get_reward", args.requests_per_client)
+                b = measure(f"http://127.0.0.1:{BASE_PORT}/get_reward", plan)
             finally:
                 base.terminate()
                 base.wait(30)
-            o = measure(f"{ours_url}/get_reward", args.requests_per_client)
-            ob = measure(f"{ours_url}/get_reward", max(2, args.requests_per_client // 4), batch=16, levels=(16,))
-            for c in CONCURRENCY:
-                rows.append({"rm": name, "forward_ms": fwd[name], "concurrency": c, "baseline": b[c], "ours": o[c]})
-            rows.append({"rm": name, "forward_ms": fwd[name], "concurrency": 16, "batch": 16, "ours": ob[16]})
+            o = measure(f"{ours_url}/get_reward", plan)
+            label = f"{shape} ({fwd[shape]:.1f} ms)"
+            rows += [{"rm": label, "clients": c, "batch": bq, "baseline": bb, "ours": oo}
+                     for (c, _, bq), bb, oo in zip(plan, b, o)]
     finally:
         serve.shutdown()
         ray.shutdown()
-
-    print("\n| RM (1-seq forward) | clients | baseline req/s | ours req/s | ratio | baseline p50 / p99 ms | ours p50 / p99 ms | errors |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        o = r["ours"]
-        label = f"{r['rm']} ({r['forward_ms']:.1f} ms)"
-        if "batch" in r:
-            print(f"| {label} | {r['concurrency']} x 16 queries/request | - | {o['items_s']:.0f} queries/s | - | - "
-                  f"| {o['p50_ms']:.0f} / {o['p99_ms']:.0f} | {o['errors']} |")
-            continue
-        b = r["baseline"]
-        print(f"| {label} | {r['concurrency']} | {b['req_s']:.0f} | {o['req_s']:.0f} | {o['req_s'] / b['req_s']:.2f}x "
-              f"| {b['p50_ms']:.0f} / {b['p99_ms']:.0f} | {o['p50_ms']:.0f} / {o['p99_ms']:.0f} | {b['errors']} / {o['errors']} |")
+    print(f"\ningress {args.ingress}, device {args.device}, {os.cpu_count()} CPUs")
+    print_table(rows)
     if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=2))
+        Path(args.out).write_text(json.dumps({"ingress": args.ingress, "device": args.device, "rows": rows}, indent=2))
     return 0
 
 

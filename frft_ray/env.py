@@ -9,6 +9,9 @@ keep them in step with this file.
 - `OFFLINE_ENV`: that plus quiet hub downloads and tokenizers (what the `frft-ray` CLI sets).
 - `ACTOR_ENV`: that plus no tqdm bars at all (what every Ray actor sets: their bars only clutter
   the driver's log). The CLI leaves tqdm alone so `frft-ray data stats` can show its progress.
+- `SERVE_INGRESS_ENV`: Ray Serve's direct ingress (each RM replica answers HTTP on its own port, no
+  proxy hop; docs/serve.md). Ray reads it once per process, when Serve's processes start, so it is
+  set before every `ray.init` that starts a local instance; a cluster needs it at `ray start`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,12 @@ OFFLINE_ENV: dict[str, str] = {
     "TOKENIZERS_PARALLELISM": "false",
 }
 ACTOR_ENV: dict[str, str] = {**OFFLINE_ENV, "TQDM_DISABLE": "1"}
+SERVE_INGRESS_ENV: dict[str, str] = {
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+    # a stopping replica keeps its port open this long for load balancers (Ray's default: 30 s);
+    # a local instance has none in front, and 30 s would stall every shutdown
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
+}
 
 
 def apply_offline_defaults(

@@ -184,7 +184,8 @@ def ray_init(cfg: RunConfig) -> bool:
 
     `resources.address` (or RAY_ADDRESS, always set inside a Ray job) joins that cluster as is: its
     runtime env (working_dir, env vars) comes from the job. Otherwise a private local instance starts,
-    bound to loopback.
+    bound to loopback, with Serve's direct ingress on (`frft_ray.env.SERVE_INGRESS_ENV`, unless the
+    environment sets those variables already).
     """
     if ray.is_initialized():
         return False
@@ -194,6 +195,9 @@ def ray_init(cfg: RunConfig) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
+        from frft_ray.env import SERVE_INGRESS_ENV, apply_offline_defaults
+
+        apply_offline_defaults(SERVE_INGRESS_ENV)
         ray.init(address="local", num_cpus=r.num_cpus, include_dashboard=False, log_to_driver=False,
                  object_store_memory=r.object_store_memory_mb * 2**20, _temp_dir=r.temp_dir)
     return True

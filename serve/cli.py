@@ -62,6 +62,10 @@ def _serve_config(args):
 def cmd_serve(args) -> int:
     if args.reload:  # a Ray 2.60 cluster wants its token from a connecting client; read before Ray starts up
         os.environ.setdefault("RAY_AUTH_MODE", "token")
+    else:  # the Ray instance started below gets Serve's direct ingress (read once, as its processes start)
+        from frft_ray.env import SERVE_INGRESS_ENV, apply_offline_defaults
+
+        apply_offline_defaults(SERVE_INGRESS_ENV)
     import ray
     from ray import serve
 
@@ -89,8 +93,11 @@ def cmd_serve(args) -> int:
     try:
         _check_placement(cfg, placement)
         url = launch.start_server(cfg, ckpt, args.version, placement=placement)
-        launch.write_state(args.state_file, url)
+        direct = launch.replica_urls()
+        launch.write_state(args.state_file, url, replica_urls=direct)
         print(f"serving {ckpt} at {url}  (POST {url}/v1/score, POST {url}/get_reward, GET {url}/health)", flush=True)
+        if direct:
+            print(f"each replica also answers on its own port, without the proxy hop: {' '.join(direct)}", flush=True)
         print("Ctrl-C to stop", flush=True)
         while True:
             time.sleep(3600)

@@ -1,8 +1,13 @@
 """Start, publish to and stop the RM endpoint from Python (the CLI and the FRFT driver use these).
 
     url = start_server(cfg.serve, "runs/demo/iter_000/rm")       # inside a Ray connection
+    replica_urls()                                               # direct ingress: one URL per replica
     publish_rm("runs/demo/iter_001/rm")                          # after each refit: hot swap
     stop_server()
+
+`url` is the stable address (Serve's proxy, which routes to every replica). With direct ingress
+(`frft_ray.env.SERVE_INGRESS_ENV`, the default on Ray instances the project starts) each replica
+also answers on its own port, without the proxy hop: `replica_urls` lists those (docs/serve.md).
 
 The bearer token never enters Ray: `start_server` reads the env var named by
 `ServeConfig.auth_token_env` and hands replicas only its SHA-256.
@@ -103,6 +108,32 @@ def start_server(
     return f"http://{host}:{cfg.port}{route_prefix.rstrip('/')}"
 
 
+def replica_urls(app_name: str = APP_NAME, timeout_s: float = 30.0) -> list[str]:
+    """Base URLs of the app's running replicas under direct ingress (route prefix included);
+    [] when Serve runs without it (every request then goes through the proxy at the stable URL).
+
+    Asks Serve's controller for the targets it would give a load balancer (`get_target_groups`,
+    a Ray 2.60 controller method with no public wrapper): without direct ingress they are the
+    proxies, named for no app. Waits up to `timeout_s` for a replica to have its port, since
+    `serve.run` returns before the port is recorded (until then the app's target is the proxy).
+    """
+    from ray.serve.context import _get_global_client
+
+    controller = _get_global_client()._controller
+    proxy_port = ray.get(controller.get_http_config.remote()).port
+    deadline = time.monotonic() + timeout_s
+    while True:
+        groups = [g for g in ray.get(controller.get_target_groups.remote(app_name))
+                  if g.app_name == app_name and g.protocol == "HTTP"]
+        if not groups:
+            return []
+        urls = [f"http://{t.ip}:{t.port}{g.route_prefix.rstrip('/')}" for g in groups for t in g.targets
+                if t.port != proxy_port]
+        if urls or time.monotonic() > deadline:
+            return sorted(urls)
+        time.sleep(0.2)
+
+
 def stop_server(app_name: str = APP_NAME) -> None:
     """Delete the app and its version registry (Serve itself keeps running for other apps)."""
     serve.delete(app_name)
@@ -141,8 +172,9 @@ def rm_checkpoint_for_run(run_dir: str | Path) -> Path:
     return _check_checkpoint(run_dir / folder / "rm")
 
 
-def write_state(state_file: str | Path, url: str, app_name: str = APP_NAME) -> None:
+def write_state(state_file: str | Path, url: str, app_name: str = APP_NAME, replica_urls: list[str] = ()) -> None:
     """Record where a blocking `frft-ray serve` runs, so `--reload` from another shell can find it."""
-    state = {"url": url, "app_name": app_name, "ray_address": ray.get_runtime_context().gcs_address, "pid": os.getpid()}
+    state = {"url": url, "replica_urls": list(replica_urls), "app_name": app_name,
+             "ray_address": ray.get_runtime_context().gcs_address, "pid": os.getpid()}
     Path(state_file).parent.mkdir(parents=True, exist_ok=True)
     Path(state_file).write_text(json.dumps(state, indent=2))
