@@ -75,7 +75,7 @@ class SampledTokenLogprobs:
     `processor` sees the raw fp32 logits of the step; it keeps a reference to them (no copy: the
     warpers build new tensors) and their logsumexp [B]. Custom stopping criteria run right after the
     sampled token is appended, so `criterion` gathers that token's logit and drops the reference. Extra
-    memory is a few [B] vectors; extra work is one logsumexp per step. If `generate` ran a step it
+    memory is two [B] vectors a step; extra work is one logsumexp and one gather a step. If `generate` ran a step it
     then undoes (its deferred stop check, MPS only), `logprobs(n)` keeps the first n steps.
     """
 
@@ -83,30 +83,33 @@ class SampledTokenLogprobs:
         from transformers import LogitsProcessor, StoppingCriteria
 
         self.temperature = float(temperature)
-        self._logits = self._lse = None
-        self.steps: list[torch.Tensor] = []
+        self._logits = self._never = None
+        self._lse: list[torch.Tensor] = []  # per step [B]: logsumexp(raw / T)
+        self._taken: list[torch.Tensor] = []  # per step [B, 1]: raw logit of the sampled token
         outer = self
 
         class _SeeLogits(LogitsProcessor):
             def __call__(self, input_ids, scores):
                 z = scores if outer.temperature == 1.0 else scores / outer.temperature
-                outer._logits, outer._lse = scores, torch.logsumexp(z, dim=-1)
+                outer._logits = scores
+                outer._lse.append(torch.logsumexp(z, dim=-1))
                 return scores
 
         class _SeeToken(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
-                taken = outer._logits.gather(-1, input_ids[:, -1:]).squeeze(-1)
-                outer.steps.append(taken / outer.temperature - outer._lse)
-                outer._logits = outer._lse = None
-                return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+                outer._taken.append(outer._logits.gather(-1, input_ids[:, -1:]))
+                outer._logits = None
+                if outer._never is None:
+                    outer._never = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+                return outer._never
 
         self.processor, self.criterion = _SeeLogits(), _SeeToken()
 
     def logprobs(self, n: int) -> torch.Tensor:
         """[B, n] log-probs of the first n generated tokens, on the generating device."""
-        if len(self.steps) < n:
-            raise RuntimeError(f"generate produced {n} tokens but only {len(self.steps)} log-probs were recorded")
-        return torch.stack(self.steps[:n], dim=1)
+        if len(self._taken) < n:
+            raise RuntimeError(f"generate produced {n} tokens but only {len(self._taken)} log-probs were recorded")
+        return torch.cat(self._taken[:n], dim=1) / self.temperature - torch.stack(self._lse[:n], dim=1)
 
 
 @torch.no_grad()
