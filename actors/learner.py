@@ -4,7 +4,8 @@ It holds policy + value head + frozen reference + the RM version it was given. I
 demonstrations, scores each rollout batch with its RM, runs the PPO epochs, measures the RM's
 accuracy on pairs (the driver's RM-vs-truth diagnostics), and hands out versioned weights.
 Checkpoints hold policy, value head, optimizer and KL-controller state. `start_learner` places it
-by `placement.learner`.
+by `placement.learner`; it computes on `devices.role_device` with fp32 master weights and runs
+forward/backward (PPO, SFT) and RM scoring under autocast to `devices.compute_dtype(cfg.precision)`.
 """
 
 from __future__ import annotations
@@ -28,13 +29,26 @@ def start_learner(cfg: RunConfig) -> "ray.actor.ActorHandle":
 class LearnerActor:
     def __init__(self, cfg: RunConfig):
         setup_process(cfg.resources.torch_threads)
-        import torch
+        import torch  # noqa: F401
         import transformers.models.gpt2.modeling_gpt2  # noqa: F401  (the slow imports, while the driver builds models)
 
+        from frft_ray.devices import compute_dtype, role_device
+
         self.cfg = cfg
-        gpu = cfg.placement.learner.num_gpus > 0 and torch.cuda.is_available()
-        self.device = torch.device("cuda" if gpu else "cpu")
+        self.device = role_device(cfg.placement.learner.num_gpus, "learner")
+        self.dtype = compute_dtype(cfg.precision, self.device)
         self.policy = None
+
+    def device_info(self) -> str:
+        """Where this learner computes: 'cuda:0/bf16', 'cpu/fp32'."""
+        from frft_ray.devices import describe
+
+        return describe(self.device, self.dtype)
+
+    def _autocast(self):
+        from frft_ray.devices import autocast
+
+        return autocast(self.device, self.dtype)
 
     def reset(self, policy_path: str, seed: int) -> int:
         """Start over from a saved policy, exactly as a new learner with this seed would (the next arm)."""
@@ -61,14 +75,14 @@ class LearnerActor:
         from frft_ray.algorithms.ppo_update import PPOLearner
 
         return PPOLearner(self.policy, self.ref, self.value_head, self.tok, self.cfg.ppo,
-                          temperature=self.cfg.rollout.temperature, seed=self.seed)
+                          temperature=self.cfg.rollout.temperature, seed=self.seed, dtype=self.dtype)
 
     # ------------------------------------------------------------ SFT
     def sft(self, prompts: list[str], responses: list[str]) -> dict:
         from frft_ray.algorithms.sft import train_sft
 
         metrics = train_sft(self.policy, self.tok, prompts, responses, self.cfg.sft,
-                            max_length=self.cfg.models.max_length, seed=self.seed, progress=False)
+                            max_length=self.cfg.models.max_length, seed=self.seed, progress=False, dtype=self.dtype)
         # the reference for the KL penalty is the SFT policy
         from frft_ray.models import frozen_reference
 
@@ -87,7 +101,8 @@ class LearnerActor:
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         from frft_ray.models import score
 
-        return score(self.rm, self.rm_tok, prompts, responses, self.cfg.models.max_length).tolist()
+        with self._autocast():
+            return score(self.rm, self.rm_tok, prompts, responses, self.cfg.models.max_length).tolist()
 
     # ------------------------------------------------------------ PPO
     def train_step(self, batch) -> dict:
@@ -112,7 +127,8 @@ class LearnerActor:
     def rm_accuracy(self, pairs: list) -> dict:
         from frft_ray.algorithms.bt import evaluate_rm
 
-        return evaluate_rm(self.rm, self.rm_tok, pairs, self.cfg.models.max_length, 64)
+        with self._autocast():
+            return evaluate_rm(self.rm, self.rm_tok, pairs, self.cfg.models.max_length, 64)
 
     # ------------------------------------------------------------ checkpoints
     def save(self, path: str, meta: dict) -> str:
@@ -122,12 +138,19 @@ class LearnerActor:
 
         save_checkpoint(path, self.policy, self.tok, self.cfg, {**meta, "policy_version": self.version},
                         value_head=self.value_head)
-        torch.save({"learner": self.learner.state_dict(), "version": self.version,
-                    "rng": torch.get_rng_state()}, Path(path) / LEARNER_STATE)
+        state = {"learner": self.learner.state_dict(), "version": self.version, "rng": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        torch.save(state, Path(path) / LEARNER_STATE)
         return path
 
     def restore(self, path: str) -> int:
-        """Load policy, value head, optimizer, KL controller and RNG from a checkpoint folder."""
+        """Load policy, value head, optimizer, KL controller and RNG from a checkpoint folder.
+
+        The state is read onto the CPU: RNG states must stay CPU ByteTensors (`set_rng_state` and
+        `Generator.set_state` refuse CUDA ones), and `Optimizer.load_state_dict` itself moves each
+        moment to its parameter's device and dtype.
+        """
         import torch
 
         from frft_ray.models import load_policy_checkpoint
@@ -135,9 +158,11 @@ class LearnerActor:
         loaded = load_policy_checkpoint(path, self.cfg.models.trust_remote_code, with_value_head=True)
         self.policy.load_state_dict(loaded.model.state_dict())
         self.value_head.load_state_dict(loaded.meta["value_head"].state_dict())
-        state = torch.load(Path(path) / LEARNER_STATE, weights_only=False, map_location=self.device)
+        state = torch.load(Path(path) / LEARNER_STATE, weights_only=False, map_location="cpu")
         self.learner.load_state_dict(state["learner"])
-        torch.set_rng_state(state["rng"].cpu())
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.version = state["version"]
         return self.version
 

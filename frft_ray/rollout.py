@@ -62,6 +62,56 @@ def response_mask_from_ids(response_ids: torch.Tensor, eos_id: int) -> torch.Ten
     return (~after_eos).long()
 
 
+class SampledTokenLogprobs:
+    """Each sampled token's log-probability, gathered on the device while `generate` runs.
+
+    Semantics: log_softmax(raw_logits / temperature) at the sampled token, before top-k/top-p
+    truncation (temperature 1 when greedy), i.e. what the learner's teacher-forced forward gives.
+
+    Why two hooks and not a teacher-forced pass or `output_logits`: `output_logits=True` keeps every
+    step's [B, V] fp32 logits, [B, R, V] in all (GBs at vocab 50k), and a teacher-forced pass costs a
+    second full forward. Here `generate` (transformers 5.x `_get_logits_processor`) runs custom logits
+    processors after its own default processors and before the temperature/top-k/top-p warpers, so
+    `processor` sees the raw fp32 logits of the step; it keeps a reference to them (no copy: the
+    warpers build new tensors) and their logsumexp [B]. Custom stopping criteria run right after the
+    sampled token is appended, so `criterion` gathers that token's logit and drops the reference. Extra
+    memory is two [B] vectors a step; extra work is one logsumexp and one gather a step. If `generate` ran a step it
+    then undoes (its deferred stop check, MPS only), `logprobs(n)` keeps the first n steps.
+    """
+
+    def __init__(self, temperature: float):
+        from transformers import LogitsProcessor, StoppingCriteria
+
+        self.temperature = float(temperature)
+        self._logits = self._never = None
+        self._lse: list[torch.Tensor] = []  # per step [B]: logsumexp(raw / T)
+        self._taken: list[torch.Tensor] = []  # per step [B, 1]: raw logit of the sampled token
+        outer = self
+
+        class _SeeLogits(LogitsProcessor):
+            def __call__(self, input_ids, scores):
+                z = scores if outer.temperature == 1.0 else scores / outer.temperature
+                outer._logits = scores
+                outer._lse.append(torch.logsumexp(z, dim=-1))
+                return scores
+
+        class _SeeToken(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                outer._taken.append(outer._logits.gather(-1, input_ids[:, -1:]))
+                outer._logits = None
+                if outer._never is None:
+                    outer._never = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+                return outer._never
+
+        self.processor, self.criterion = _SeeLogits(), _SeeToken()
+
+    def logprobs(self, n: int) -> torch.Tensor:
+        """[B, n] log-probs of the first n generated tokens, on the generating device."""
+        if len(self._taken) < n:
+            raise RuntimeError(f"generate produced {n} tokens but only {len(self._taken)} log-probs were recorded")
+        return torch.cat(self._taken[:n], dim=1) / self.temperature - torch.stack(self._lse[:n], dim=1)
+
+
 @torch.no_grad()
 def generate(
     policy,
@@ -73,17 +123,24 @@ def generate(
     policy_version: int = 0,
     seed: int | None = None,
 ) -> RolloutBatch:
-    """Sample one response per prompt, batched and left-padded, with per-token logprobs."""
+    """Sample one response per prompt, batched and left-padded, with per-token logprobs.
+
+    Runs on the policy's device and dtype; the returned batch is on the CPU (it crosses actors).
+    Log-probs come from `SampledTokenLogprobs`, in fp32, with no [B, R, V] tensor kept.
+    """
+    from transformers import LogitsProcessorList, StoppingCriteriaList
+
     if seed is not None:
         torch.manual_seed(seed)
     policy.eval()
+    device = next(policy.parameters()).device
     parts = []
     for i in range(0, len(prompts), cfg.batch_size):
         chunk = prompts[i : i + cfg.batch_size]
         enc = tok(chunk, return_tensors="pt", padding=True, truncation=True, max_length=max_prompt_tokens)
-        enc = {k: v.to(policy.device) for k, v in enc.items()}
-        out = policy.generate(
-            **enc,
+        rec = SampledTokenLogprobs(1.0 if greedy else cfg.temperature)
+        seqs = policy.generate(
+            **{k: v.to(device) for k, v in enc.items()},
             do_sample=not greedy,
             temperature=cfg.temperature if not greedy else None,
             top_k=cfg.top_k if not greedy else None,
@@ -91,17 +148,15 @@ def generate(
             max_new_tokens=cfg.max_new_tokens,
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
-            return_dict_in_generate=True,
-            output_logits=True,
+            logits_processor=LogitsProcessorList([rec.processor]),
+            stopping_criteria=StoppingCriteriaList([rec.criterion]),
         )
-        enc = {k: v.cpu() for k, v in enc.items()}  # batches cross actor boundaries on the CPU
-        resp = out.sequences[:, enc["input_ids"].shape[1] :].cpu()
+        resp = seqs[:, enc["input_ids"].shape[1] :]
+        lp = rec.logprobs(resp.shape[1]).float().cpu()
+        resp = resp.cpu()
         mask = response_mask_from_ids(resp, tok.eos_token_id)
         resp = torch.where(mask.bool(), resp, torch.full_like(resp, tok.pad_token_id))
-        logits = torch.stack(out.logits, dim=1).float().cpu()  # [B, R, V], raw (before sampling warpers)
-        if not greedy:
-            logits = logits / cfg.temperature
-        lp = torch.log_softmax(logits, dim=-1).gather(-1, resp.unsqueeze(-1)).squeeze(-1) * mask
+        lp = torch.where(mask.bool(), lp, torch.zeros_like(lp))
         texts = tok.batch_decode(torch.where(resp == tok.eos_token_id, tok.pad_token_id, resp), skip_special_tokens=True)
         parts.append(
             RolloutBatch(

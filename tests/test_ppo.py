@@ -247,3 +247,33 @@ def test_ppo_step_rejects_bad_scores(tok):
         learner.step(b, torch.zeros(3))
     with pytest.raises(ValueError, match="NaN"):
         learner.step(b, torch.tensor([0.0, float("nan")]))
+
+
+def test_entropy_carries_grad_only_when_it_is_in_the_loss(tok):
+    pol = tiny_policy(tok)
+    b = generate(pol, tok, ["the cat", "a dog likes"], RolloutConfig(max_new_tokens=6, batch_size=2), 32, seed=0)
+    args = (b.query_ids, b.query_mask, b.response_ids, b.response_mask)
+    logged = response_forward(pol, *args, entropy="no_grad")
+    trained = response_forward(pol, *args, entropy="grad")
+    assert logged["logprobs"].requires_grad and not logged["entropy"].requires_grad
+    assert trained["entropy"].requires_grad
+    torch.testing.assert_close(logged["entropy"], trained["entropy"].detach())
+    assert "entropy" not in response_forward(pol, *args, entropy="none")
+
+
+def test_bf16_ppo_step_keeps_fp32_master_weights(tok):
+    """precision=bf16 on the CPU: autocast forward/backward, finite loss, fp32 weights and AdamW state move."""
+    torch.manual_seed(0)
+    pol = tiny_policy(tok)
+    vh = ValueHead(hidden_size(pol))
+    cfg = PPOConfig(lr=1e-3, batch_size=4, minibatch_size=2, epochs=1)
+    learner = PPOLearner(pol, frozen_reference(pol), vh, tok, cfg, dtype=torch.bfloat16)
+    b = generate(pol, tok, ["the cat", "a dog", "my friend sees", "our robot"], RolloutConfig(max_new_tokens=6, batch_size=4), 32, seed=0)
+    before = [p.detach().clone() for p in learner.params]
+    stats = learner.step(b, torch.tensor([1.0, -1.0, 0.5, 0.0]))
+    assert all(math.isfinite(stats[k]) for k in ("ppo/policy_loss", "ppo/value_loss", "ppo/entropy", "ppo/grad_norm"))
+    assert all(p.dtype == torch.float32 for p in learner.params)
+    assert all(s["exp_avg"].dtype == torch.float32 for s in learner.opt.state.values())
+    moved = [not torch.equal(a, p.detach()) for a, p in zip(before, learner.params)]
+    assert all(moved[-2:]) and sum(moved) > len(moved) // 2  # value head and most of the policy changed
+    assert 1e-5 < stats["ppo/logprob_gap"] < 0.05  # computed in bf16 (not fp32), close to the fp32 sampler

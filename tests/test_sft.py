@@ -92,6 +92,19 @@ def test_train_sft_lowers_loss(tok):
         assert sft_loss(model, tok, held_p, held_r, 64).item() < 0.5 * out["loss_start"]
 
 
+def test_train_sft_in_bf16_keeps_fp32_weights(tok):
+    """precision=bf16: autocast forward/backward lowers the loss; weights and AdamW moments stay fp32."""
+    model = tiny_policy(tok)
+    p, r = demos(64, 4)
+    out = train_sft(model, tok, p, r, SFTConfig(epochs=2, lr=3e-3, batch_size=16), max_length=64, seed=0,
+                    progress=False, dtype=torch.bfloat16)
+    assert out["loss_end"] < 0.7 * out["loss_start"], out
+    assert all(w.dtype == torch.float32 for w in model.parameters())
+    bf16 = sft_loss(model, tok, p[:8], r[:8], 64, torch.bfloat16).item()
+    fp32 = sft_loss(model, tok, p[:8], r[:8], 64).item()
+    assert bf16 != fp32 and bf16 == pytest.approx(fp32, rel=0.05)  # really computed in bf16, and close
+
+
 def test_sft_lowers_loss_on_benchmark_demonstrations():
     from frft_ray.config import BenchmarkConfig
     from frft_ray.data.benchmark import make_benchmark

@@ -3,7 +3,7 @@
 Written by hand because the TRL release this project pins (1.16) no longer ships a PPO trainer,
 nor masked whitening or KL controllers; its `trl.trainer.utils` helpers (entropy, selective
 log-softmax) are internal and have moved between releases, so the few lines each needs are written
-out here (`entropy_from_logits`) and in `ppo_update.response_forward` (log-softmax, then gather).
+out here (`entropy_from_logits`) and in `ppo_update.token_logprobs` (gather - logsumexp).
 Conventions: every per-token tensor is [batch, response_len], right-padded, with a `mask` that is
 1 on real response tokens (a prefix of each row) and 0 on padding. The learner that drives these
 pieces over a rollout batch is `frft_ray.algorithms.ppo_update.PPOLearner`.

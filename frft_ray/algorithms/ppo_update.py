@@ -14,7 +14,13 @@ What a step does, in order:
 Prompts are left-padded and responses right-padded, so position ids are counted from each row's
 first real token (`models.position_ids_from_mask`), which gives real tokens the positions HF
 `generate` gave them when sampling. Dropout is switched off for the whole step (the policy runs
-in eval mode while training) so that ratios are exactly 1 at the first minibatch. The math
+in eval mode while training) so that ratios are exactly 1 at the first minibatch.
+
+Precision and memory: forward passes run under autocast to the learner's compute dtype (bf16 on
+GPUs) over fp32 master weights; only the response positions go through the LM head; taken-token
+log-probs are gather - logsumexp; the entropy carries a gradient only when `ent_coef > 0` (else it
+is computed without grad, for the log). Rows are not chunked further: the minibatch is the chunk,
+and chunking inside a minibatch would not shrink what backward keeps. The math
 (losses, GAE, KL controllers) is in `algorithms.ppo`; the Ray actor that holds a learner lives
 outside this package.
 """
@@ -22,6 +28,7 @@ outside this package.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 
 import torch
@@ -38,6 +45,7 @@ from frft_ray.algorithms.ppo import (
     value_loss,
 )
 from frft_ray.config import PPOConfig
+from frft_ray.devices import autocast
 from frft_ray.models import position_ids_from_mask
 from frft_ray.rollout import RolloutBatch
 
@@ -53,20 +61,57 @@ def _trimmed_inputs(q_ids, q_mask, r_ids, r_mask):
     return ids, mask, pos, q_ids.shape[1] - left, rt
 
 
-def response_forward(model, q_ids, q_mask, r_ids, r_mask, temperature: float = 1.0, value_head=None):
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log_softmax(logits / T) at `tokens`, as gather - logsumexp in fp32: [..., V] -> [...].
+
+    Autograd keeps only the fp32 logits for logsumexp's backward, not a second [.., V] log-softmax
+    tensor as log_softmax-then-gather would.
+    """
+    z = logits.float()
+    if temperature != 1.0:
+        z = z / temperature
+    return z.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, dim=-1)
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
+def response_forward(
+    model,
+    q_ids,
+    q_mask,
+    r_ids,
+    r_mask,
+    temperature: float = 1.0,
+    value_head=None,
+    *,
+    entropy: str = "grad",
+    dtype: torch.dtype = torch.float32,
+):
     """Log-probs of the response tokens (and entropy, values if `value_head`), each [B, R].
 
-    The token at response position t is predicted by the logits at sequence position P-1+t.
+    The token at response position t is predicted by the logits at sequence position P-1+t, so only
+    those rt+1 last positions go through the LM head (`logits_to_keep`, where the model takes it).
+    `entropy`: "grad" (part of the loss), "no_grad" (logged only: no [B, R, V] softmax kept for
+    backward) or "none". The model runs under autocast to `dtype` (a no-op for fp32); the log-probs,
+    entropy and the value head (fp32 weights, autocast off) are computed in fp32.
     """
     ids, mask, pos, p, rt = _trimmed_inputs(q_ids, q_mask, r_ids, r_mask)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=value_head is not None)
-    logits = out.logits[:, p - 1 : p - 1 + rt].float() / temperature
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, p : p + rt].unsqueeze(-1)).squeeze(-1)
+    kwargs = {"logits_to_keep": rt + 1} if _accepts_logits_to_keep(model) else {}
+    with autocast(ids.device, dtype):
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False,
+                    output_hidden_states=value_head is not None, **kwargs)
+    logits = out.logits[:, -(rt + 1) : -1]  # positions p-1 .. p+rt-2 (the full logits when not trimmed)
+    z = logits.float() if temperature == 1.0 else logits.float() / temperature
     pad = r_ids.shape[1] - rt
-    result = {"logprobs": F.pad(logp, (0, pad)), "entropy": F.pad(entropy_from_logits(logits), (0, pad))}
-    if value_head is not None:
+    result = {"logprobs": F.pad(token_logprobs(z, ids[:, p : p + rt]), (0, pad))}
+    if entropy != "none":
+        with torch.set_grad_enabled(entropy == "grad" and torch.is_grad_enabled()):
+            result["entropy"] = F.pad(entropy_from_logits(z), (0, pad))
+    if value_head is not None:  # outside autocast: the head computes in its own (fp32) weights' dtype
         hidden = out.hidden_states[-1][:, p - 1 : p - 1 + rt]
-        head_dtype = next(value_head.parameters()).dtype  # e.g. an fp32 head on a bf16 trunk
+        head_dtype = next(value_head.parameters()).dtype
         result["values"] = F.pad(value_head(hidden.to(head_dtype)).float(), (0, pad))
     return result
 
@@ -85,11 +130,17 @@ def _to_device(b: RolloutBatch, device) -> RolloutBatch:
 
 
 class PPOLearner:
-    """Owns the optimizer and KL controller; `policy` and `value_head` are trained in place."""
+    """Owns the optimizer and KL controller; `policy` and `value_head` are trained in place.
 
-    def __init__(self, policy, ref, value_head, tok, cfg: PPOConfig, *, temperature: float = 1.0, seed: int = 0):
+    `dtype` is the compute dtype (`devices.compute_dtype`): forward passes run under autocast to it,
+    while weights, gradients and AdamW state stay in the parameters' own dtype (fp32 master weights).
+    """
+
+    def __init__(self, policy, ref, value_head, tok, cfg: PPOConfig, *, temperature: float = 1.0, seed: int = 0,
+                 dtype: torch.dtype = torch.float32):
         self.policy, self.ref, self.value_head, self.tok, self.cfg = policy, ref, value_head, tok, cfg
         self.temperature = float(temperature)
+        self.dtype = dtype
         if ref is not None:
             ref.eval()
         params = [p for p in policy.parameters() if p.requires_grad] + list(value_head.parameters())
@@ -107,11 +158,13 @@ class PPOLearner:
         for i in range(0, len(b), mb):
             sl = slice(i, i + mb)
             args = (b.query_ids[sl], b.query_mask[sl], b.response_ids[sl], b.response_mask[sl])
-            cur = response_forward(self.policy, *args, temperature=self.temperature, value_head=self.value_head)
+            cur = response_forward(self.policy, *args, temperature=self.temperature, value_head=self.value_head,
+                                   entropy="none", dtype=self.dtype)
             parts["logprobs"].append(cur["logprobs"])
             parts["values"].append(cur["values"])
             if self.ref is not None:
-                parts["ref_logprobs"].append(response_forward(self.ref, *args, temperature=self.temperature)["logprobs"])
+                ref = response_forward(self.ref, *args, temperature=self.temperature, entropy="none", dtype=self.dtype)
+                parts["ref_logprobs"].append(ref["logprobs"])
             else:
                 parts["ref_logprobs"].append(cur["logprobs"])
         return {k: torch.cat(v) for k, v in parts.items()}
@@ -166,6 +219,8 @@ class PPOLearner:
                     batch.response_mask[idx],
                     temperature=self.temperature,
                     value_head=self.value_head,
+                    entropy="grad" if cfg.ent_coef > 0 else "no_grad",
+                    dtype=self.dtype,
                 )
                 pg, pg_stats = policy_loss(cur["logprobs"], old["logprobs"][idx], adv[idx], m, cfg.clip_range)
                 vf, vf_stats = value_loss(cur["values"], old["values"][idx], returns[idx], m, cfg.clip_range_value)

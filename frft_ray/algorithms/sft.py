@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from frft_ray.algorithms.loop import FractionalEpochs
 from frft_ray.config import SFTConfig
+from frft_ray.devices import autocast
 from frft_ray.models import position_ids_from_mask
 
 IGNORE = -100
@@ -52,11 +53,17 @@ def sft_batch(tok, prompts: Sequence[str], responses: Sequence[str], max_length:
     return {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "labels": lab}
 
 
-def sft_loss(model, tok, prompts: Sequence[str], responses: Sequence[str], max_length: int) -> torch.Tensor:
-    """Mean next-token cross-entropy over response tokens (+EOS); prompt tokens are masked out."""
+def sft_loss(model, tok, prompts: Sequence[str], responses: Sequence[str], max_length: int,
+             dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Mean next-token cross-entropy over response tokens (+EOS); prompt tokens are masked out.
+
+    The forward runs under autocast to `dtype` (a no-op for fp32); the loss is computed in fp32.
+    """
     device = next(model.parameters()).device
     b = {k: v.to(device) for k, v in sft_batch(tok, prompts, responses, max_length).items()}
-    logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], position_ids=b["position_ids"]).logits
+    with autocast(device, dtype):
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], position_ids=b["position_ids"],
+                       use_cache=False).logits
     targets = b["labels"][:, 1:]
     if not (targets != IGNORE).any():
         raise ValueError("sft: no response token left to learn from (max_length too small?)")
@@ -64,13 +71,13 @@ def sft_loss(model, tok, prompts: Sequence[str], responses: Sequence[str], max_l
 
 
 @torch.no_grad()
-def _mean_loss(model, tok, prompts, responses, max_length, batch_size) -> float:
+def _mean_loss(model, tok, prompts, responses, max_length, batch_size, dtype) -> float:
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
     for i in range(0, len(prompts), batch_size):
         k = len(prompts[i : i + batch_size])
-        total += sft_loss(model, tok, prompts[i : i + batch_size], responses[i : i + batch_size], max_length).item() * k
+        total += sft_loss(model, tok, prompts[i : i + batch_size], responses[i : i + batch_size], max_length, dtype).item() * k
         n += k
     model.train(was_training)
     return total / n
@@ -87,13 +94,15 @@ def train_sft(
     seed: int = 0,
     progress: bool = True,
     probe_size: int = 256,
+    dtype: torch.dtype = torch.float32,
 ) -> dict:
     """Fine-tune `model` on demonstrations with AdamW over shuffled batches.
 
     From `scfg` (the `sft` config section): `epochs` (may be fractional), `lr` and `batch_size`.
     "loss_start"/"loss_end" are the mean response-token loss, in eval mode, on the same fixed
     probe (the first `probe_size` demonstrations) before and after training, so they compare.
-    Also returns "steps" and "seconds". The model is left in eval mode.
+    Also returns "steps" and "seconds". The model is left in eval mode. `dtype`: the compute dtype
+    of forward passes (autocast); weights and AdamW state stay fp32.
     """
     if len(prompts) != len(responses):
         raise ValueError(f"train_sft: {len(prompts)} prompts but {len(responses)} responses")
@@ -103,18 +112,18 @@ def train_sft(
     prompts, responses = list(prompts), list(responses)
     batches = FractionalEpochs(len(prompts), scfg.batch_size, scfg.epochs, seed, "sft" if progress else None)
     probe = (prompts[:probe_size], responses[:probe_size])
-    loss_start = _mean_loss(model, tok, *probe, max_length, scfg.batch_size)
+    loss_start = _mean_loss(model, tok, *probe, max_length, scfg.batch_size, dtype)
 
     torch.manual_seed(seed)  # dropout
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=scfg.lr)
     model.train()
     for _, _, idx in batches:
-        loss = sft_loss(model, tok, [prompts[j] for j in idx], [responses[j] for j in idx], max_length)
+        loss = sft_loss(model, tok, [prompts[j] for j in idx], [responses[j] for j in idx], max_length, dtype)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if progress:
             batches.show(loss=loss.item())
-    loss_end = _mean_loss(model, tok, *probe, max_length, scfg.batch_size)
+    loss_end = _mean_loss(model, tok, *probe, max_length, scfg.batch_size, dtype)
     model.eval()
     return {"loss_start": loss_start, "loss_end": loss_end, "steps": batches.total_steps, "seconds": time.perf_counter() - t0}
