@@ -163,3 +163,17 @@ def test_gradient_checkpointing_fit_lowers_the_loss_then_switches_off(tok, tmp_p
     finally:
         dist.destroy_process_group()
     assert ddp["records"][-1]["loss"] < ddp["records"][0]["loss"]
+
+
+@pytest.mark.gpu
+def test_fit_on_cuda_trains_in_bf16_autocast_with_fp32_weights(tok):
+    from frft_ray.devices import compute_dtype
+
+    device = torch.device("cuda")
+    rm = tiny_rm(tok).to(device)
+    out = fit_reward_model(rm, tok, easy_pairs(256, 0), easy_pairs(128, 1),
+                           RewardConfig(batch_size=16, gradient_checkpointing=True), epochs=2, lr=2e-3, max_length=64,
+                           progress=False, dtype=compute_dtype("auto", device))
+    assert out["device"] == "cuda:0/bf16"
+    assert out["eval_accuracy"] >= 0.9, {k: v for k, v in out.items() if k != "records"}
+    assert {p.dtype for p in rm.parameters()} == {torch.float32}

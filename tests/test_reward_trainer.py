@@ -54,3 +54,19 @@ def test_worker_bundle_reaches_ray_train_with_its_gpu_fraction():
     assert gpu.num_gpus_per_worker == 0.25 and gpu.num_cpus_per_worker == 2
     cpu = scaling_config(config_from_dict({}))
     assert not cpu.use_gpu and cpu.num_gpus_per_worker == 0 and cpu.num_cpus_per_worker == 1
+
+
+@pytest.mark.gpu
+def test_worker_on_a_gpu_fraction_fits_in_bf16(ray_local, tok, tmp_path):  # noqa: F811
+    """placement.reward_trainer.num_gpus=0.25: the worker is placed on a quarter GPU and trains there."""
+    from actors.reward_trainer import RMFitJob, fit_reward_model_ray
+
+    save_checkpoint(tmp_path / "rm0", tiny_rm(tok), tok, None, {"kind": "rm", "version": 0})
+    cfg = config_from_dict({"reward": {"batch_size": 16, "gradient_checkpointing": True},
+                            "models": {"max_length": 64, "max_prompt_tokens": 16}, "rollout": {"max_new_tokens": 16},
+                            "placement": {"reward_trainer": {"num_cpus": 0.5, "num_gpus": 0.25}}})
+    job = RMFitJob(str(tmp_path / "rm0"), str(tmp_path / "rm1"), epochs=2, lr=3e-3, version=1, seed=0)
+    out = fit_reward_model_ray(cfg, job, easy_pairs(160, 1), easy_pairs(60, 2), str(tmp_path / "ray_train"))
+    assert out["device"] == "cuda:0/bf16" and out["eval_accuracy"] > 0.8
+    saved = load_reward_checkpoint(tmp_path / "rm1")
+    assert {p.dtype for p in saved.model.state_dict().values()} == {torch.float32}

@@ -202,6 +202,24 @@ def test_bf16_snapshot_scores_like_fp32(ckpts):
     assert scores == pytest.approx(direct(ckpts[1], PAIRS), abs=0.05)
 
 
+@pytest.mark.gpu
+def test_replica_on_a_gpu_fraction_serves_in_bf16(server, ckpts):
+    """placement.serve.num_gpus > 0: the replica's weights go to CUDA in bf16 (precision auto); scores stay fp32."""
+    from frft_ray.config import RolePlacement
+
+    cfg = ServeConfig(port=PORT, max_items=8, max_text_chars=200, max_batch_size=16)
+    url = launch.start_server(cfg, ckpts[1], app_name="frft_rm_gpu", route_prefix="/gpu",
+                              placement=RolePlacement(num_cpus=0.25, num_gpus=0.25))
+    try:
+        launch.wait_for_version(url, 1, timeout_s=120)
+        assert requests.get(url + "/v1/model", timeout=10).json()["device"] == "cuda:0/bf16"
+        r = post("/v1/score", {"items": [{"prompt": p, "response": q} for p, q in PAIRS]}, base=url)
+        assert r.status_code == 200, r.text
+        assert r.json()["scores"] == pytest.approx(direct(ckpts[1], PAIRS), abs=0.05)
+    finally:
+        launch.stop_server("frft_rm_gpu")
+
+
 def test_run_dir_layout(tmp_path, ckpts):
     """`frft-ray serve --run RUN_DIR` serves RUN_DIR/<RUN_DIR/latest>/rm; a missing pointer is a clear error."""
     import shutil
