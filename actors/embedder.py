@@ -25,13 +25,16 @@ from frft_ray.config import FilterConfig, RolePlacement
 
 @ray.remote
 class EmbedderActor:
-    def __init__(self, model_name: str, batch_size: int, device: str):
+    def __init__(self, model_name: str, batch_size: int, num_gpus: float):
         from actors.common import setup_process
 
         setup_process(None)  # offline env; torch threads as Ray gives them (one per reserved CPU)
+        from frft_ray.devices import role_device
         from frft_ray.embedding import load_embedder
 
-        self.model, self.batch_size = load_embedder(model_name, device), batch_size
+        # fp32 whatever the run's precision: fp16 MiniLM measured slower than fp32 on an H200
+        self.device = role_device(num_gpus, "embedder")
+        self.model, self.batch_size = load_embedder(model_name, str(self.device)), batch_size
 
     def ready(self) -> bool:
         return True
@@ -46,10 +49,10 @@ class EmbedderPool:
     """Start with the run's `filter:` section and `placement.embedder`; `shutdown()` at the end."""
 
     def __init__(self, cfg: FilterConfig, placement: RolePlacement):
-        device = "cuda" if placement.num_gpus > 0 else "cpu"
         self.block = max(cfg.embed_batch_size, 256)
         self.actors = [EmbedderActor.options(**placement.ray_options()).remote(cfg.embedding_model,
-                                                                              cfg.embed_batch_size, device)
+                                                                              cfg.embed_batch_size,
+                                                                              placement.num_gpus)
                        for _ in range(cfg.num_embedders)]
 
     def wait_ready(self) -> None:

@@ -145,6 +145,9 @@ class RewardConfig(Section):
     refit_from: Literal["current", "initial"] = Field(
         "current", description="refit continues the current RM (ours) or restarts from the initial RM"
     )
+    gradient_checkpointing: bool = Field(
+        False, description="RM fits recompute activations in the backward pass (HF gradient checkpointing): less memory, one more forward per step"
+    )
 
 
 class PPOConfig(Section):

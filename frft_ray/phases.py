@@ -209,7 +209,8 @@ def start_serving(cfg: RunConfig, rm_path: Path, version: int) -> str | None:
         return None
     from serve.launch import start_server
 
-    url = start_server(cfg.serve, str(rm_path), version=version, placement=cfg.placement.serve)
+    url = start_server(cfg.serve, str(rm_path), version=version, placement=cfg.placement.serve,
+                       precision=cfg.precision)
     log.info("reward model served at %s (version %d); POST /v1/score or /get_reward", url, version)
     return url
 

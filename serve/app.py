@@ -10,6 +10,9 @@ How it stays fast and consistent:
 - A daemon thread polls the version registry (`serve.versions`) and, when a newer version is
   published, loads it and replaces `self._snap` in one assignment. A batch reads `self._snap`
   once, so it scores with one version and reports that version. No replica restarts.
+- The replica's device comes from `placement.serve.num_gpus` and its weights' dtype from the run's
+  `precision` (both in `ReplicaSettings`); every version it loads goes to the same device and dtype,
+  and GET /v1/model says which ("device": "cpu/fp32", "cuda:0/bf16").
 - No `from __future__ import annotations` here: Serve rebuilds the route signatures and
   string annotations would turn the JSON body into a query parameter.
 - Bad input is a 4xx with a JSON body `{"error", "message", ...}`; never a 500.
@@ -131,7 +134,11 @@ class RewardModelServer:
     def __init__(self, app_name: str, settings: ReplicaSettings):
         import torch
 
+        from frft_ray.devices import compute_dtype, role_device
+
         torch.set_num_threads(settings.torch_threads)
+        self._device = role_device(settings.num_gpus, "serve")
+        self._dtype = compute_dtype(settings.precision, self._device)
         self._s = settings.serve
         self._poll_s = settings.poll_s
         # Serve pickles this class by value, so a bare `api` here would be a copy; the middleware
@@ -144,7 +151,7 @@ class RewardModelServer:
         cur = ray.get(self._registry.current.remote(), timeout=60)
         if cur is None:
             raise RuntimeError(f"no RM version published for app {app_name!r}; call serve.launch.publish_rm first")
-        self._snap: Snapshot = load_snapshot(cur["path"], cur["version"], cur["meta"])
+        self._snap: Snapshot = self._load(cur)
         self._last_error: str | None = None
         self._score_batch.set_max_batch_size(self._s.max_batch_size)
         self._score_batch.set_batch_wait_timeout_s(self._s.batch_wait_timeout_s)
@@ -152,6 +159,10 @@ class RewardModelServer:
         threading.Thread(target=self._follow_registry, name="rm-version-poller", daemon=True).start()
 
     # ---------------------------------------------------------------- hot swap
+
+    def _load(self, entry: dict) -> Snapshot:
+        """A registry entry's checkpoint, on this replica's device in its dtype."""
+        return load_snapshot(entry["path"], entry["version"], entry["meta"], self._device, self._dtype)
 
     def _follow_registry(self) -> None:
         """Poll the registry; load a newer version off the request path, then swap in one assignment."""
@@ -165,7 +176,7 @@ class RewardModelServer:
             if not cur or cur["version"] <= self._snap.version or cur["version"] == failed_version:
                 continue
             try:
-                snap = load_snapshot(cur["path"], cur["version"], cur["meta"])
+                snap = self._load(cur)
             except Exception as e:
                 failed_version = cur["version"]
                 self._last_error = f"loading version {cur['version']} from {cur['path']} failed: {e!r}"

@@ -72,10 +72,12 @@ def start_server(
     route_prefix: str = "/",
     placement: RolePlacement | None = None,
     torch_threads: int = 1,
+    precision: str = "auto",
 ) -> str:
     """Deploy the RM app (needs `ray.init` first) serving `checkpoint`; returns its base URL.
 
-    Each replica is placed by `placement` (the run config's `placement.serve`; default: its defaults).
+    Each replica is placed by `placement` (the run config's `placement.serve`; default: its defaults)
+    and computes on its device in `precision` (the run config's; frft_ray/devices.py).
 
     If the app's registry already holds a version (a restart), `checkpoint` is published only
     when `version` is newer, so versions never go backwards.
@@ -89,9 +91,10 @@ def start_server(
     if cur is None or (version is not None and version > cur["version"]):
         publish_rm(checkpoint, version, app_name=app_name)
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    placement = placement or PlacementConfig().serve
     options: dict = {
         "max_ongoing_requests": cfg.max_ongoing_requests,
-        "ray_actor_options": (placement or PlacementConfig().serve).ray_options(),
+        "ray_actor_options": placement.ray_options(),
     }
     if cfg.autoscale_max_replicas and cfg.autoscale_max_replicas > cfg.replicas:
         options["autoscaling_config"] = {
@@ -102,7 +105,8 @@ def start_server(
         }
     else:
         options["num_replicas"] = cfg.replicas
-    app = RewardModelServer.options(**options).bind(app_name, ReplicaSettings.from_config(cfg, torch_threads))
+    settings = ReplicaSettings.from_config(cfg, torch_threads, placement.num_gpus, precision)
+    app = RewardModelServer.options(**options).bind(app_name, settings)
     serve.run(app, name=app_name, route_prefix=route_prefix, blocking=False)
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
     return f"http://{host}:{cfg.port}{route_prefix.rstrip('/')}"

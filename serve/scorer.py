@@ -8,6 +8,10 @@ use. Scores do not depend on what else is in the batch: GPT-2-style models numbe
 the first column, so with left padding a short text's reward would change with the longest
 text it is batched with; `rm_forward` passes position ids counted from each text's first real
 token (left out for a model whose forward takes none).
+
+Device and dtype: a snapshot's weights live on the replica's device in its inference dtype
+(`frft_ray.devices.compute_dtype`: bf16 on a GPU under `precision: auto`, fp32 on the CPU); a hot
+swap loads the new version to the same place. Rewards are always returned as fp32 Python floats.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 import torch
 
 from frft_ray.config import ModelsConfig
+from frft_ray.devices import describe
 from frft_ray.models import CONFIG_FILE, load_reward_checkpoint, rm_forward
 
 
@@ -35,6 +40,7 @@ class Snapshot:
     max_length: int
     loaded_at: float = field(default_factory=time.time)
     takes_position_ids: bool = True
+    device: str = "cpu/fp32"  # where the weights live and their dtype (devices.describe)
 
     def info(self) -> dict:
         """What GET /v1/model reports."""
@@ -45,6 +51,7 @@ class Snapshot:
             "loaded_at": self.loaded_at,
             "heldout_accuracy": self.meta.get("heldout_accuracy"),
             "max_length": self.max_length,
+            "device": self.device,
         }
 
 
@@ -58,10 +65,12 @@ def checkpoint_max_length(path: str | Path) -> int:
     return ModelsConfig().max_length
 
 
-def load_snapshot(path: str | Path, version: int, meta: dict | None = None) -> Snapshot:
-    """Load a checkpoint folder written by `frft_ray.models.save_checkpoint` as version `version`."""
+def load_snapshot(path: str | Path, version: int, meta: dict | None = None,
+                  device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32) -> Snapshot:
+    """Load a checkpoint folder written by `frft_ray.models.save_checkpoint` as version `version`,
+    its weights on `device` in `dtype`."""
     loaded = load_reward_checkpoint(path)
-    model = loaded.model.eval()
+    model = loaded.model.to(device=device, dtype=dtype).eval()
     takes_pos = "position_ids" in inspect.signature(model.forward).parameters
     return Snapshot(
         model=model,
@@ -71,15 +80,16 @@ def load_snapshot(path: str | Path, version: int, meta: dict | None = None) -> S
         meta={**loaded.meta, **(meta or {})},
         max_length=checkpoint_max_length(path),
         takes_position_ids=takes_pos,
+        device=describe(device, dtype),
     )
 
 
 @torch.inference_mode()
 def score_pairs(snap: Snapshot, prompts: list[str], responses: list[str], chunk: int = 32) -> list[float]:
-    """Rewards for each (prompt, response), `chunk` sequences per forward pass."""
+    """Rewards for each (prompt, response), `chunk` sequences per forward pass; fp32 floats."""
     out: list[float] = []
     for i in range(0, len(prompts), chunk):
         r = rm_forward(snap.model, snap.tokenizer, prompts[i : i + chunk], responses[i : i + chunk], snap.max_length,
                        position_ids=snap.takes_position_ids)
-        out.extend(r.tolist())
+        out.extend(r.float().cpu().tolist())
     return out

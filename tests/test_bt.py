@@ -126,3 +126,54 @@ def test_rm_on_gold_relabelled_benchmark_pairs_agrees_with_gold():
                            progress=False)
     # measured 0.765 (seed 0); seeds 1, 2 give 0.752, 0.788: 500 pairs is near this model's limit here
     assert out["eval_accuracy"] >= 0.75, {k: v for k, v in out.items() if k != "records"}
+
+
+def test_bf16_autocast_fit_keeps_fp32_weights_and_learns(tok):
+    """precision bf16 on the CPU: forward/backward under bf16 autocast, fp32 master weights and optimizer state."""
+    from frft_ray.devices import compute_dtype
+
+    dtype = compute_dtype("bf16", torch.device("cpu"))
+    rm = tiny_rm(tok)
+    out = fit_reward_model(rm, tok, easy_pairs(256, 0), easy_pairs(128, 1), RewardConfig(batch_size=16), epochs=2,
+                           lr=2e-3, max_length=64, seed=0, progress=False, dtype=dtype)
+    assert out["device"] == "cpu/bf16"
+    assert out["eval_accuracy"] >= 0.9, {k: v for k, v in out.items() if k != "records"}
+    assert {p.dtype for p in rm.parameters()} == {torch.float32}
+    assert all(math.isfinite(r["loss"]) for r in out["records"])
+
+
+def test_gradient_checkpointing_fit_lowers_the_loss_then_switches_off(tok, tmp_path):
+    """reward.gradient_checkpointing: on during the fit (also under DDP), off after it; the loss falls."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    rcfg = RewardConfig(batch_size=16, gradient_checkpointing=True)
+    kw = dict(epochs=2, lr=2e-3, max_length=64, seed=0, progress=False)
+    rm = tiny_rm(tok)
+    seen = []
+    out = fit_reward_model(rm, tok, easy_pairs(128, 0), easy_pairs(64, 1), rcfg,
+                           log_fn=lambda rec: seen.append(rm.transformer.gradient_checkpointing), **kw)
+    assert seen and all(seen) and not rm.transformer.gradient_checkpointing
+    losses = [r["loss"] for r in out["records"]]
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.1, losses
+    assert out["eval_accuracy"] > 0.8 and out["device"] == "cpu/fp32"
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:  # non-reentrant checkpointing under DDP (what Ray Train's prepare_model gives)
+        ddp = fit_reward_model(DDP(tiny_rm(tok)), tok, easy_pairs(64, 3), None, rcfg, **kw)
+    finally:
+        dist.destroy_process_group()
+    assert ddp["records"][-1]["loss"] < ddp["records"][0]["loss"]
+
+
+@pytest.mark.gpu
+def test_fit_on_cuda_trains_in_bf16_autocast_with_fp32_weights(tok):
+    from frft_ray.devices import compute_dtype
+
+    device = torch.device("cuda")
+    rm = tiny_rm(tok).to(device)
+    out = fit_reward_model(rm, tok, easy_pairs(256, 0), easy_pairs(128, 1),
+                           RewardConfig(batch_size=16, gradient_checkpointing=True), epochs=2, lr=2e-3, max_length=64,
+                           progress=False, dtype=compute_dtype("auto", device))
+    assert out["device"] == "cuda:0/bf16"
+    assert out["eval_accuracy"] >= 0.9, {k: v for k, v in out.items() if k != "records"}
+    assert {p.dtype for p in rm.parameters()} == {torch.float32}

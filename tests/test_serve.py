@@ -47,7 +47,7 @@ def server(ckpts, ray_local):  # the session's shared local Ray instance (tests/
     url = launch.start_server(cfg, ckpts[1])
     os.environ["FRFT_TEST_TOKEN"] = TOKEN
     auth_url = launch.start_server(cfg.model_copy(update={"auth_token_env": "FRFT_TEST_TOKEN"}), ckpts[1],
-                                   app_name="frft_rm_auth", route_prefix="/auth")
+                                   app_name="frft_rm_auth", route_prefix="/auth", precision="bf16")
     yield url, auth_url
     launch.stop_server()
     launch.stop_server("frft_rm_auth")
@@ -71,7 +71,7 @@ def test_scores_match_direct_rm(server, ckpts):
     assert out["scores"] == pytest.approx(direct(ckpts[1], PAIRS), abs=1e-5)
     info = requests.get(URL + "/v1/model", timeout=10).json()
     assert info["model_version"] == 1 and info["iteration"] == 0 and info["heldout_accuracy"] == pytest.approx(0.6)
-    assert info["checkpoint"] == ckpts[1]
+    assert info["checkpoint"] == ckpts[1] and info["device"] == "cpu/fp32"  # placement.serve: no GPU; auto
     assert requests.get(URL + "/health", timeout=10).json() == {"status": "ok", "model_version": 1}
 
 
@@ -131,6 +131,8 @@ def test_auth(server):
     assert r.status_code == 200 and r.json()["model_version"] == 1
     assert requests.get(auth_url + "/health", timeout=10).status_code == 200  # open by design
     assert requests.get(auth_url + "/v1/model", timeout=10).status_code == 401
+    info = requests.get(auth_url + "/v1/model", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).json()
+    assert info["device"] == "cpu/bf16"  # this app was started with precision bf16: it reached the replica
     assert post("/v1/score", body).status_code == 200  # the other app has auth off
 
 
@@ -184,6 +186,38 @@ def test_hot_swap_under_load(server, ckpts):
     assert after["model_version"] == 2
     assert after["scores"] == pytest.approx(direct(ckpts[2], PAIRS), abs=1e-5)
     assert json.loads(requests.get(URL + "/v1/model", timeout=10).text)["checkpoint"] == ckpts[2]
+
+
+def test_bf16_snapshot_scores_like_fp32(ckpts):
+    """An inference snapshot in bf16 holds bf16 weights and returns fp32 floats close to the fp32 scores."""
+    import torch
+
+    from serve.scorer import load_snapshot, score_pairs
+
+    snap = load_snapshot(ckpts[1], 1, device=torch.device("cpu"), dtype=torch.bfloat16)
+    assert snap.info()["device"] == "cpu/bf16"
+    assert {p.dtype for p in snap.model.parameters()} == {torch.bfloat16}
+    scores = score_pairs(snap, [p for p, _ in PAIRS], [r for _, r in PAIRS])
+    assert all(type(s) is float for s in scores)
+    assert scores == pytest.approx(direct(ckpts[1], PAIRS), abs=0.05)
+
+
+@pytest.mark.gpu
+def test_replica_on_a_gpu_fraction_serves_in_bf16(server, ckpts):
+    """placement.serve.num_gpus > 0: the replica's weights go to CUDA in bf16 (precision auto); scores stay fp32."""
+    from frft_ray.config import RolePlacement
+
+    cfg = ServeConfig(port=PORT, max_items=8, max_text_chars=200, max_batch_size=16)
+    url = launch.start_server(cfg, ckpts[1], app_name="frft_rm_gpu", route_prefix="/gpu",
+                              placement=RolePlacement(num_cpus=0.25, num_gpus=0.25))
+    try:
+        launch.wait_for_version(url, 1, timeout_s=120)
+        assert requests.get(url + "/v1/model", timeout=10).json()["device"] == "cuda:0/bf16"
+        r = post("/v1/score", {"items": [{"prompt": p, "response": q} for p, q in PAIRS]}, base=url)
+        assert r.status_code == 200, r.text
+        assert r.json()["scores"] == pytest.approx(direct(ckpts[1], PAIRS), abs=0.05)
+    finally:
+        launch.stop_server("frft_rm_gpu")
 
 
 def test_run_dir_layout(tmp_path, ckpts):

@@ -3,13 +3,19 @@
 Why not TRL's `RewardTrainer`: it works here, but it brings the HF Trainer's own device, precision
 (bf16 by default) and checkpoint policies, and needs a separate wrapper to run under Ray Train.
 This loop is short, runs identically in-process and in a Ray Train worker (where `prepare_model`
-wraps the model in DDP and each rank passes its own shard of the pairs), has no precision policy of
-its own (the model trains in the dtype it was loaded in; rewards are read as fp32), and scores with
+wraps the model in DDP and each rank passes its own shard of the pairs), and scores with
 `models.rm_forward`, the RM forward that `models.score` and the serve scorer use too. Its tokenizer
 (`models.rm_inputs`) left-truncates, so the end of the response (where the reward is read) is
 always kept. The batch schedule (shuffled, fractional epochs) is `algorithms.loop.FractionalEpochs`,
-shared with SFT. Batch size and margin are fixed for a run and come from the `reward` config
-section; epochs and lr differ between the initial fit and refits, so they are arguments.
+shared with SFT. Batch size, margin and gradient checkpointing are fixed for a run and come from
+the `reward` config section; epochs and lr differ between the initial fit and refits, so they are
+arguments.
+
+Precision: the caller puts the model on its device in fp32 (the master weights; AdamW's state
+follows them) and passes the compute dtype (`frft_ray.devices.compute_dtype`); forward passes run
+under `devices.autocast` (a no-op for fp32) and rewards are read as fp32, so the loss and its
+gradients stay fp32. Gradient checkpointing uses the non-reentrant variant, which works under DDP
+(Ray Train's `prepare_model`) with no extra flags.
 
 The same loop runs inside the run's persistent RM trainer workers (actors/reward_trainer.py): a
 fit there is a function call on a live DDP process group, where a TRL trainer would be rebuilt
@@ -29,6 +35,7 @@ import torch.nn.functional as F
 from frft_ray.algorithms.loop import FractionalEpochs
 from frft_ray.config import RewardConfig
 from frft_ray.data.records import PreferencePair
+from frft_ray.devices import autocast, describe
 from frft_ray.models import rm_forward
 
 
@@ -54,16 +61,36 @@ def _unwrap(model):
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
-def _pair_rewards(model, tok, pairs: Sequence[PreferencePair], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Score chosen and rejected of every pair in one forward pass of the concatenated batch (2n rows)."""
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _set_checkpointing(model, on: bool) -> None:
+    """HF gradient (activation) checkpointing, non-reentrant; named `activation_*` from transformers 5.2x."""
+    m = _unwrap(model)
+    if not on:
+        (getattr(m, "activation_checkpointing_disable", None) or m.gradient_checkpointing_disable)()
+    elif hasattr(m, "activation_checkpointing_enable"):
+        m.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:  # transformers before the rename (e.g. 5.17 on the GPU image)
+        m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def _pair_rewards(model, tok, pairs: Sequence[PreferencePair], max_length: int,
+                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score chosen and rejected of every pair in one forward pass of the concatenated batch (2n rows);
+    the forward runs under autocast to `dtype`, the rewards come back fp32."""
     prompts = [p.prompt for p in pairs]
-    r = rm_forward(model, tok, prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs], max_length)
+    with autocast(_device(model), dtype):
+        r = rm_forward(model, tok, prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs],
+                       max_length)
     n = len(pairs)
     return r[:n], r[n:]
 
 
 @torch.no_grad()
-def evaluate_rm(model, tok, pairs: Sequence[PreferencePair], max_length: int, batch_size: int = 64) -> dict:
+def evaluate_rm(model, tok, pairs: Sequence[PreferencePair], max_length: int, batch_size: int = 64,
+                dtype: torch.dtype = torch.float32) -> dict:
     """Pairwise accuracy and plain BT loss (margin 0) over `pairs`, in eval mode.
 
     Runs on the unwrapped module so that, under DDP, no collective is issued (ranks may evaluate
@@ -76,7 +103,7 @@ def evaluate_rm(model, tok, pairs: Sequence[PreferencePair], max_length: int, ba
     m.eval()
     cs, rs = [], []
     for i in range(0, len(pairs), batch_size):
-        c, r = _pair_rewards(m, tok, pairs[i : i + batch_size], max_length)
+        c, r = _pair_rewards(m, tok, pairs[i : i + batch_size], max_length, dtype)
         cs.append(c)
         rs.append(r)
     m.train(was_training)
@@ -104,17 +131,21 @@ def fit_reward_model(
     seed: int = 0,
     progress: bool = True,
     log_fn: Callable[[dict], None] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> dict:
     """Fit `model` (one logit per sequence) on `train_pairs` with the BT loss; AdamW, shuffled batches.
 
-    From `rcfg` (the `reward` config section): `batch_size` (pairs per step) and `margin` (of the
-    BT loss). `epochs` may be fractional (0.5 = half the shuffled pairs). Steps per epoch are
+    From `rcfg` (the `reward` config section): `batch_size` (pairs per step), `margin` (of the
+    BT loss) and `gradient_checkpointing` (on for this fit only). `dtype` is the compute dtype of
+    the forward passes (autocast); the model's own weights should be fp32. `epochs` may be
+    fractional (0.5 = half the shuffled pairs). Steps per epoch are
     ceil(len(train_pairs) / batch_size), so under DDP every rank must pass the same number of pairs
     (they then take the same number of steps and the gradient all-reduces line up).
 
     Returns {"train_loss", "train_accuracy"} (means over the last epoch's worth of steps),
     {"eval_loss", "eval_accuracy"} (None without eval pairs), "steps", "seconds" and "records"
-    (one dict per step: step, epoch, loss, accuracy). `log_fn`, if given, receives each record.
+    (one dict per step: step, epoch, loss, accuracy) and "device" (e.g. "cpu/fp32", "cuda:0/bf16").
+    `log_fn`, if given, receives each record.
     The model is left in eval mode.
     """
     if not train_pairs:
@@ -128,19 +159,26 @@ def fit_reward_model(
     torch.manual_seed(seed)  # dropout
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     model.train()
+    if rcfg.gradient_checkpointing:
+        _set_checkpointing(model, True)
 
     records: list[dict] = []
-    for step, epoch, idx in batches:
-        c, r = _pair_rewards(model, tok, [train_pairs[j] for j in idx], max_length)
-        loss = bt_loss(c, r, rcfg.margin)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        rec = {"step": step, "epoch": epoch, "loss": loss.item(), "accuracy": pairwise_accuracy(c.detach(), r.detach())}
-        records.append(rec)
-        if log_fn is not None:
-            log_fn(rec)
-        batches.show(loss=rec["loss"])
+    try:
+        for step, epoch, idx in batches:
+            c, r = _pair_rewards(model, tok, [train_pairs[j] for j in idx], max_length, dtype)
+            loss = bt_loss(c, r, rcfg.margin)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            rec = {"step": step, "epoch": epoch, "loss": loss.item(),
+                   "accuracy": pairwise_accuracy(c.detach(), r.detach())}
+            records.append(rec)
+            if log_fn is not None:
+                log_fn(rec)
+            batches.show(loss=rec["loss"])
+    finally:
+        if rcfg.gradient_checkpointing:
+            _set_checkpointing(model, False)
 
     last = records[-min(batches.steps_per_epoch, len(records)) :]
     out = {
@@ -150,9 +188,10 @@ def fit_reward_model(
         "eval_accuracy": None,
         "steps": len(records),
         "records": records,
+        "device": describe(_device(model), dtype),
     }
     if eval_pairs:
-        ev = evaluate_rm(model, tok, eval_pairs, max_length, batch_size=max(batch_size, 64))
+        ev = evaluate_rm(model, tok, eval_pairs, max_length, batch_size=max(batch_size, 64), dtype=dtype)
         out["eval_loss"], out["eval_accuracy"] = ev["loss"], ev["accuracy"]
     model.eval()
     out["seconds"] = time.perf_counter() - t0
