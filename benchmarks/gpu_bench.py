@@ -10,11 +10,9 @@ tokens and responses run to `--response` tokens (EOS is one token in 50k). Phase
 - `ppo`:     one `PPOLearner.step` (B, minibatch, 1 epoch) in the run's precision; achieved TFLOP/s from
              10 * params * tokens (two scoring forwards + forward/backward) against `matmul`;
 - `bt`:      Bradley-Terry fit (`frft_ray.algorithms.bt.fit_reward_model`), pairs/s;
-- `filter`:  selection (`strategy=chosen`, per_generation) of N pool pairs x G generations against one
-             `torch.mm` of the same shape on the same device;
 - `embed`:   Sentence-BERT sentences/s (fp32 and fp16) with the model in `--embedder`.
 
-Every phase prints one line and the whole result goes to `--json`. Runs on CPU too (`--device cpu
+Selection has its own benchmark (benchmarks/filter_bench.py). Every phase prints one line and the whole result goes to `--json`. Runs on CPU too (`--device cpu
 --shape tiny`), which is how it is tested before a GPU run.
 """
 
@@ -118,7 +116,7 @@ class Bench:
             cfg = RolloutConfig(batch_size=bs, max_new_tokens=a.response, temperature=1.0)
 
             @torch.no_grad()
-            def plain():
+            def plain(prompts):
                 n = 0
                 for i in range(0, len(prompts), bs):
                     enc = tok(prompts[i : i + bs], return_tensors="pt", padding=True).to(self.device)
@@ -128,15 +126,15 @@ class Bench:
                     n += int(response_mask_from_ids(out[:, enc["input_ids"].shape[1]:], tok.eos_token_id).sum())
                 return n
 
-            def ours():
+            def ours(prompts):
                 return int(generate(model, tok, prompts, cfg, a.prompt, seed=0).response_mask.sum())
 
             res = {"batch": bs}
             for name, fn in (("plain", plain), ("ours", ours)):
-                fn() if a.warmup else None
+                fn(prompts[:bs]) if a.warmup else None  # one batch: kernels, allocator
                 with self.peak(res, f"{name}_peak_gb"):
                     t0 = self.sync()
-                    n = fn()
+                    n = fn(prompts)
                     res[f"{name}_tok_s"] = round(n / (self.sync() - t0))
             res["ratio_tok_s"] = round(res["ours_tok_s"] / res["plain_tok_s"], 2)
             if "ours_peak_gb" in res:
@@ -220,21 +218,6 @@ class Bench:
             res["pairs_s"] = round(n / (self.sync() - t0), 1)
         self.report("bt", res)
 
-    def filter(self) -> None:
-        import importlib.util
-        import sys
-        from pathlib import Path
-
-        path = Path(__file__).with_name("filter_bench.py")
-        if not path.exists():
-            print("filter   benchmarks/filter_bench.py missing: skipped")
-            return
-        spec = importlib.util.spec_from_file_location("filter_bench", path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["filter_bench"] = mod
-        spec.loader.exec_module(mod)
-        self.report("filter", mod.measure(n=self.a.filter_n, g=self.a.filter_g, device=str(self.device)))
-
     def embed(self) -> None:
         from frft_ray.embedding import load_embedder
 
@@ -258,7 +241,7 @@ def main() -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--shape", default="gpt2-medium", choices=sorted(SHAPES))
-    ap.add_argument("--phases", default="matmul,rollout,ppo,bt,filter,embed")
+    ap.add_argument("--phases", default="matmul,rollout,ppo,bt,embed")
     ap.add_argument("--prompt", type=int, default=384, help="prompt tokens")
     ap.add_argument("--response", type=int, default=128, help="response tokens")
     ap.add_argument("--rollout-batch", type=int, nargs="+", default=[64, 256])
@@ -268,8 +251,6 @@ def main() -> int:
     ap.add_argument("--ppo-steps", type=int, default=2)
     ap.add_argument("--bt-batch", type=int, default=32)
     ap.add_argument("--bt-steps", type=int, default=10)
-    ap.add_argument("--filter-n", type=int, default=160_000)
-    ap.add_argument("--filter-g", type=int, default=2048)
     ap.add_argument("--embed-texts", type=int, default=20_000)
     ap.add_argument("--embedder", default="bundled", help="Sentence-BERT: 'bundled' or a folder")
     ap.add_argument("--no-warmup", dest="warmup", action="store_false")

