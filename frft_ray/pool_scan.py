@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 SAME_PROMPT_COS = 1.0 - 1e-5  # prompts this similar are the same prompt (float noise from batching)
 WIDEN_STEPS = 3  # per_generation doubles each generation's share up to 3 times (8x) when too few rows come back
+ONE_PASS_TOP = 64  # per_generation keeps the widest share from the first pass when it is this small (cheap top-k)
 
 
 class DevicePool:
@@ -138,32 +139,37 @@ def scan(pool: DevicePool, gen: torch.Tensor, strategy: "Strategy", chunk_size: 
 
 def per_generation(pool: DevicePool, gen: torch.Tensor, strategy: "Strategy", budget: int, threshold: float,
                    chunk_size: int, aggregate: str = "max", k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, scores): selection `per_generation` and every pair's score, from one pass (two when widening).
+    """(rows, scores): selection `per_generation` and every pair's score.
 
     Rows: the union over generations of each one's m = ceil(budget / G) most similar pairs with
     similarity >= threshold, capped at `budget` by each pair's best similarity to any generation. When
     the union holds fewer than `budget` rows, m doubles (up to WIDEN_STEPS times, until enough rows or
-    m = N): near-identical generations share neighbours. Only a generation whose m-th neighbour passed
-    the threshold can add rows when m grows, so the widening pass covers those generations alone, once,
-    at the widest m; each doubling is then a prefix of it.
+    m = N): near-identical generations share neighbours. Each doubling reads a prefix of every
+    generation's widest share (8m rows). The first pass keeps that share when it is at most
+    ONE_PASS_TOP rows; otherwise it keeps m rows, and a widening pass covers only the generations whose
+    m-th neighbour passed the threshold (the others cannot add rows), once, at the widest share.
     """
     n, g = len(pool), gen.shape[0]
     m = min(n, -(-budget // g))
-    first = scan(pool, gen, strategy, chunk_size, aggregate=aggregate, k=k, best=True, top=m)
-    passed = first.top_values >= threshold  # [G, m], largest first: a prefix of each row
+    widest = min(n, m << WIDEN_STEPS)
+    first = scan(pool, gen, strategy, chunk_size, aggregate=aggregate, k=k, best=True,
+                 top=widest if widest <= ONE_PASS_TOP else m)
+    passed = first.top_values[:, :m] >= threshold  # [G, m], largest first: a prefix of each row
     picked = torch.zeros(n, dtype=torch.bool, device=pool.device)
-    picked[first.top_rows[passed]] = True
+    picked[first.top_rows[:, :m][passed]] = True
     active = passed[:, -1]  # the generations that could still add rows
     if int(picked.sum()) < budget and m < n and bool(active.any()):
         done = torch.zeros_like(picked)  # the rows of the generations that cannot
-        done[first.top_rows[passed & ~active[:, None]]] = True
-        widest = min(n, m << WIDEN_STEPS)
-        wide = scan(pool, gen[active], strategy, chunk_size, scores=False, top=widest)
+        done[first.top_rows[:, :m][passed & ~active[:, None]]] = True
+        if first.top_values.shape[1] >= widest:
+            wide_v, wide_r = first.top_values[active], first.top_rows[active]
+        else:
+            wide = scan(pool, gen[active], strategy, chunk_size, scores=False, top=widest)
+            wide_v, wide_r = wide.top_values, wide.top_rows
         for _ in range(WIDEN_STEPS):
             m = min(n, 2 * m)
             picked = done.clone()
-            head_v, head_r = wide.top_values[:, :m], wide.top_rows[:, :m]
-            picked[head_r[head_v >= threshold]] = True
+            picked[wide_r[:, :m][wide_v[:, :m] >= threshold]] = True
             if int(picked.sum()) >= budget or m >= n:
                 break
     rows = picked.nonzero().squeeze(1).cpu().numpy()
