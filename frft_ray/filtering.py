@@ -227,20 +227,11 @@ def random_selection(pairs: Sequence[PreferencePair], budget: int, seed: int = 0
     return baseline_selection(pairs, "random-k", budget, seed)
 
 
-def rank_rows(
-    n_pairs: int,
-    pool_emb: PoolEmbeddings | DevicePool | None,
-    gen_emb: np.ndarray | None,
-    gen_prompt_emb: np.ndarray | None,
-    cfg: "FilterConfig",
-    seed: int = 0,
-    gen_groups: np.ndarray | None = None,
-    device: str | torch.device | None = None,
-) -> Ranked:
-    """Score every pair against the generations and select rows by `cfg` (see `select_pairs`).
-
-    Runs on `pool_emb`'s device when it is a DevicePool, else on `device` (default CPU).
-    """
+def rank_rows(n_pairs: int, pool_emb, gen_emb, gen_prompt_emb, cfg: "FilterConfig", seed: int = 0, gen_groups=None,
+              device: str | torch.device | None = None) -> Ranked:
+    """Score every pair against the generations and select rows by `cfg`: `select_pairs` without the
+    pairs (same arguments, `n_pairs` = len(pairs)). Runs on `pool_emb`'s device when it is a
+    DevicePool, else on `device` (default CPU)."""
     strategy = get_strategy(cfg.strategy)
     pool = None if pool_emb is None else as_device_pool(pool_emb, device)
     gen = _validate(n_pairs, pool, gen_emb, gen_prompt_emb, strategy, gen_groups)
