@@ -9,6 +9,12 @@ caller's order. The actors start when the pool is built (model load ~7 s on 2 CP
 driver that builds it early overlaps that with other work; after that a pass costs its compute
 plus a few ms per block.
 
+Selection on the embedder's GPU: when `placement.embedder.num_gpus > 0`, FRFT selection
+(`filtering.rank_rows`) runs on the first actor's device, where the pool's embeddings are kept. The
+driver puts the pool's `PoolEmbeddings` in the object store once per run and passes that ObjectRef with
+every call; the actor fetches, checks and normalises it the first time it sees the ref
+(`pool_scan.DevicePool`) and reuses it after, so a refit sends only the generations.
+
 Why not a Ray Data `map_batches` pipeline: it starts a new actor pool for every pass (10-15 s on
 2 cores, every FRFT iteration), and its result-reading stages ask for whole CPUs that a busy node
 does not have. The texts of one pass fit in the driver, so a plain actor pool does the same work.
@@ -21,6 +27,7 @@ import ray
 from ray.util import ActorPool
 
 from frft_ray.config import FilterConfig, RolePlacement
+from frft_ray.filtering import Ranked
 
 
 @ray.remote
@@ -35,6 +42,7 @@ class EmbedderActor:
         # fp32 whatever the run's precision: fp16 MiniLM measured slower than fp32 on an H200
         self.device = role_device(num_gpus, "embedder")
         self.model, self.batch_size = load_embedder(model_name, str(self.device)), batch_size
+        self.pool_key, self.pool = None, None  # the ObjectRef the cached DevicePool came from
 
     def ready(self) -> bool:
         return True
@@ -44,6 +52,18 @@ class EmbedderActor:
 
         return embed_texts(self.model, texts, self.batch_size)
 
+    def rank(self, pool_box: list, n_pairs: int, gen_emb: np.ndarray, gen_prompt_emb: np.ndarray | None,
+             cfg: FilterConfig, seed: int, gen_groups: np.ndarray | None) -> Ranked:
+        """`filtering.rank_rows` on this actor's device. pool_box: [ObjectRef of the PoolEmbeddings]
+        (boxed so Ray passes the ref, not the arrays: a pool already on the device is not fetched again)."""
+        from frft_ray.filtering import rank_rows
+        from frft_ray.pool_scan import DevicePool
+
+        ref = pool_box[0]
+        if self.pool_key != ref.hex():
+            self.pool_key, self.pool = ref.hex(), DevicePool(ray.get(ref), self.device)
+        return rank_rows(n_pairs, self.pool, gen_emb, gen_prompt_emb, cfg, seed, gen_groups)
+
 
 class EmbedderPool:
     """Start with the run's `filter:` section and `placement.embedder`; `shutdown()` at the end."""
@@ -51,8 +71,7 @@ class EmbedderPool:
     def __init__(self, cfg: FilterConfig, placement: RolePlacement):
         self.block = max(cfg.embed_batch_size, 256)
         self.actors = [EmbedderActor.options(**placement.ray_options()).remote(cfg.embedding_model,
-                                                                              cfg.embed_batch_size,
-                                                                              placement.num_gpus)
+                                                                              cfg.embed_batch_size, placement.num_gpus)
                        for _ in range(cfg.num_embedders)]
 
     def wait_ready(self) -> None:
@@ -69,6 +88,11 @@ class EmbedderPool:
         blocks = [unique[i : i + self.block] for i in range(0, len(unique), self.block)]
         parts = ActorPool(self.actors).map(lambda actor, block: actor.embed.remote(block), blocks)
         return np.concatenate(list(parts)).astype(np.float32, copy=False)[inverse]
+
+    def rank(self, pool_ref: ray.ObjectRef, n_pairs: int, gen_emb: np.ndarray, gen_prompt_emb: np.ndarray | None,
+             cfg: FilterConfig, seed: int, gen_groups: np.ndarray | None = None) -> Ranked:
+        """`filtering.rank_rows` on the first actor, against the pool in `pool_ref` (`ray.put` once per run)."""
+        return ray.get(self.actors[0].rank.remote([pool_ref], n_pairs, gen_emb, gen_prompt_emb, cfg, seed, gen_groups))
 
     def shutdown(self) -> None:
         for a in self.actors:

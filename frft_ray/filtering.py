@@ -3,7 +3,12 @@
 Every pair gets a score under `filter.strategy`, the cosine similarity between its embeddings and
 the embeddings of the policy's current generations, aggregated over the generations; then a
 selection rule keeps the best-scoring pairs. The strategies (and the baselines) are defined and
-registered in `frft_ray.strategies`; the chunked similarity primitives are in `frft_ray.similarity`.
+registered in `frft_ray.strategies`; the similarity maths (torch, chunked over pool rows, on the
+pool's device) is in `frft_ray.pool_scan`.
+
+Two steps, so the heavy one can run where the pool's embeddings live (an embedder actor's GPU):
+`rank_rows` needs only the embeddings and returns a `Ranked` (rows and scores); `finish` adds what
+needs the pairs themselves (source mix, histogram). `select_pairs` does both in this process.
 
 Selection: `threshold` (score >= threshold), `budget` (the `budget` best),
 `threshold_and_budget` (over the threshold, capped at the budget by best score), or
@@ -29,16 +34,20 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+import torch
+
 from frft_ray.data.records import PreferencePair
 from frft_ray.embedding import PoolEmbeddings
+from frft_ray.pool_scan import DevicePool, as_device_pool, per_generation
 from frft_ray.similarity import FilterError, unit_rows
 from frft_ray.strategies import Strategy, baselines, check_combination, get_strategy, pool_scores, similarity_strategies
 
 if TYPE_CHECKING:
     from frft_ray.config import FilterConfig
 
-__all__ = ["FilterError", "Selection", "baseline_selection", "get_strategy", "per_generation_rows", "pool_scores",
-           "random_selection", "select_pairs", "similarity_strategies"]
+__all__ = ["FilterError", "Ranked", "Selection", "baseline_selection", "best_scored", "finish", "get_strategy",
+           "per_generation_rows", "pool_scores", "random_selection", "rank_rows", "select_pairs",
+           "similarity_strategies", "with_min_records"]
 
 log = logging.getLogger(__name__)
 
@@ -48,34 +57,18 @@ HISTOGRAM_EDGES = np.round(np.linspace(-1.0, 1.0, 21), 2)  # fixed 0.1-wide bins
 # ---------------------------------------------------------------------------- selection
 
 
-def per_generation_rows(pool: PoolEmbeddings, gen: np.ndarray, strategy: str | Strategy, budget: int,
-                        threshold: float, chunk_size: int = 64) -> np.ndarray:
-    """Union over generations of each one's ceil(budget / G) most similar pairs with similarity >= threshold.
+def per_generation_rows(pool: PoolEmbeddings | DevicePool, gen: np.ndarray, strategy: str | Strategy, budget: int,
+                        threshold: float, chunk_size: int = 1024) -> np.ndarray:
+    """Union over generations of each one's ceil(budget / G) most similar pairs with similarity >= threshold,
+    capped at `budget` by each pair's best similarity to any generation (`pool_scan.per_generation`).
 
-    Similarity is the strategy's sides merged by its `combine`. Chunked over generation columns:
-    memory is N x chunk_size floats. The union is capped at `budget` by each pair's best similarity
-    to any generation.
+    Similarity is the strategy's sides merged by its `combine`; chunked over pool rows.
     """
     strat = get_strategy(strategy) if isinstance(strategy, str) else strategy
     check_combination(strat.name, "per_generation")
-    mats = [unit_rows(getattr(pool, name), f"pool_emb.{name}") for name in strat.sides]
-    n, g = mats[0].shape[0], gen.shape[0]
-    m = min(n, -(-budget // g))
-    for _ in range(4):  # near-identical generations share neighbours: widen each one's share up to 8x
-        best = np.full(n, -np.inf, dtype=np.float32)
-        picked = np.zeros(n, dtype=bool)
-        for start in range(0, g, chunk_size):
-            cols = gen[start : start + chunk_size].T
-            sim = strat.merge([mat @ cols for mat in mats])
-            top = np.argpartition(-sim, m - 1, axis=0)[:m]  # [m, chunk] rows nearest to each generation
-            keep = np.take_along_axis(sim, top, axis=0) >= threshold
-            picked[top[keep]] = True
-            best = np.maximum(best, sim.max(axis=1))
-        if picked.sum() >= budget or m >= n:
-            break
-        m = min(n, 2 * m)
-    rows = np.flatnonzero(picked)
-    return rows[np.argsort(-best[rows], kind="stable")][:budget]
+    dev = as_device_pool(pool)
+    gen_t = torch.as_tensor(unit_rows(gen, "gen_emb"), device=dev.device)
+    return per_generation(dev, gen_t, strat, budget, threshold, chunk_size)[0]
 
 
 def histogram(scores: np.ndarray) -> dict[str, int]:
@@ -134,7 +127,7 @@ class Selection:
         return d
 
 
-def _validate(n_pairs: int, pool: PoolEmbeddings | None, gen_emb, gen_prompt_emb, strategy: Strategy,
+def _validate(n_pairs: int, pool: DevicePool | None, gen_emb, gen_prompt_emb, strategy: Strategy,
               gen_groups) -> np.ndarray | None:
     """The L2-normalised generations, or None when there are none and the strategy needs none."""
     if n_pairs == 0:
@@ -170,10 +163,22 @@ def _validate(n_pairs: int, pool: PoolEmbeddings | None, gen_emb, gen_prompt_emb
     return gen
 
 
-def _finish(pairs: Sequence[PreferencePair], rows: np.ndarray, scores: np.ndarray | None, strategy: str,
-            rule: str, threshold: float | None, budget: int | None, t0: float) -> Selection:
-    """The Selection of `rows`: best score first, or in pool order when there are no scores (NaN)."""
+@dataclass
+class Ranked:
+    """What `rank_rows` computes from the embeddings alone (it crosses Ray from an embedder actor)."""
+
+    rows: np.ndarray  # selected pool rows, any order
+    scores: np.ndarray | None  # [N] score of every pair; None when no generations were given
+    strategy: str
+    rule: str  # the selection rule, or the baseline's name
+    threshold: float | None
+    budget: int | None
+
+
+def finish(pairs: Sequence[PreferencePair], ranked: Ranked, t0: float) -> Selection:
+    """The Selection of `ranked`: best score first, or in pool order when there are no scores (NaN)."""
     n = len(pairs)
+    rows, scores = ranked.rows, ranked.scores
     if scores is None:
         scores = np.full(n, np.nan, dtype=np.float32)
         indices = np.sort(rows)
@@ -181,19 +186,24 @@ def _finish(pairs: Sequence[PreferencePair], rows: np.ndarray, scores: np.ndarra
         indices = rows[np.argsort(-scores[rows], kind="stable")]
     indices = indices.astype(np.int64)
     if len(indices) == 0:
-        log.warning("filter kept 0 of %d pairs (strategy=%s, threshold=%s)", n, strategy, threshold)
+        log.warning("filter kept 0 of %d pairs (strategy=%s, threshold=%s)", n, ranked.strategy, ranked.threshold)
     mix = Counter(pairs[i].source for i in indices)
     return Selection(
         indices=indices,
         scores=scores,
-        strategy=strategy,
-        selection=rule,
-        threshold=threshold,
-        budget=budget,
+        strategy=ranked.strategy,
+        selection=ranked.rule,
+        threshold=ranked.threshold,
+        budget=ranked.budget,
         histogram=histogram(scores),
         source_mix=dict(mix.most_common()),
         seconds=time.perf_counter() - t0,
     )
+
+
+def _baseline_ranked(n_pairs: int, strat: Strategy, budget: int, seed: int, scores: np.ndarray | None) -> Ranked:
+    rows = strat.pick(n_pairs, budget, seed)
+    return Ranked(rows, scores, strat.name, strat.name, None, budget if strat.reports_budget else None)
 
 
 def baseline_selection(pairs: Sequence[PreferencePair], strategy: str | Strategy, budget: int, seed: int = 0,
@@ -205,8 +215,7 @@ def baseline_selection(pairs: Sequence[PreferencePair], strategy: str | Strategy
         raise FilterError(f"filter.strategy {strat.name!r} is not a baseline; use select_pairs")
     if len(pairs) == 0:
         raise FilterError("cannot filter an empty preference pool (0 pairs)")
-    rows = strat.pick(len(pairs), budget, seed)
-    return _finish(pairs, rows, scores, strat.name, strat.name, None, budget if strat.reports_budget else None, t0)
+    return finish(pairs, _baseline_ranked(len(pairs), strat, budget, seed, scores), t0)
 
 
 def random_selection(pairs: Sequence[PreferencePair], budget: int, seed: int = 0) -> Selection:
@@ -218,14 +227,49 @@ def random_selection(pairs: Sequence[PreferencePair], budget: int, seed: int = 0
     return baseline_selection(pairs, "random-k", budget, seed)
 
 
+def rank_rows(n_pairs: int, pool_emb, gen_emb, gen_prompt_emb, cfg: "FilterConfig", seed: int = 0, gen_groups=None,
+              device: str | torch.device | None = None) -> Ranked:
+    """Score every pair against the generations and select rows by `cfg`: `select_pairs` without the
+    pairs (same arguments, `n_pairs` = len(pairs)). Runs on `pool_emb`'s device when it is a
+    DevicePool, else on `device` (default CPU)."""
+    strategy = get_strategy(cfg.strategy)
+    pool = None if pool_emb is None else as_device_pool(pool_emb, device)
+    gen = _validate(n_pairs, pool, gen_emb, gen_prompt_emb, strategy, gen_groups)
+    if not strategy.is_baseline:
+        check_combination(strategy.name, cfg.selection)
+    gen_t = None if gen is None else torch.as_tensor(gen, device=pool.device)
+    groups = None if gen_groups is None else np.asarray(gen_groups)
+    if strategy.is_baseline:
+        scores = None if gen_t is None else pool_scores(pool, gen_t, gen_prompt_emb, cfg, strategy.name, groups)
+        return _baseline_ranked(n_pairs, strategy, cfg.budget, seed, scores)
+
+    rule = cfg.selection
+    if rule == "per_generation":
+        rows, scores = per_generation(pool, gen_t, strategy, cfg.budget, float(cfg.threshold), cfg.chunk_size,
+                                      cfg.aggregate, cfg.aggregate_k)
+        return Ranked(rows, scores, strategy.name, rule, float(cfg.threshold), cfg.budget)
+    scores = pool_scores(pool, gen_t, gen_prompt_emb, cfg, strategy.name, groups)
+    threshold: float | None = None
+    budget: int | None = None
+    rows = np.argsort(-scores, kind="stable")
+    if rule in ("threshold", "threshold_and_budget"):
+        threshold = float(cfg.threshold)
+        rows = rows[scores[rows] >= threshold]
+    if rule in ("budget", "threshold_and_budget"):
+        budget = cfg.budget
+        rows = rows[: cfg.budget]
+    return Ranked(rows, scores, strategy.name, rule, threshold, budget)
+
+
 def select_pairs(
     pairs: Sequence[PreferencePair],
-    pool_emb: PoolEmbeddings | None,
+    pool_emb: PoolEmbeddings | DevicePool | None,
     gen_emb: np.ndarray | None,
     gen_prompt_emb: np.ndarray | None,
     cfg: "FilterConfig",
     seed: int = 0,
     gen_groups: np.ndarray | None = None,
+    device: str | torch.device | None = None,
 ) -> Selection:
     """Score every pair against the generations and select by `cfg` (see the module docstring).
 
@@ -233,32 +277,31 @@ def select_pairs(
     (`embedding.compose_text` with `cfg.embed`). gen_prompt_emb: [G, d] embedding of each
     generation's prompt (needed by strategies with `needs_prompt_embeddings`, i.e. `prompt_matched`).
     gen_groups: optional [G] prompt id per generation, which replaces grouping by identical prompt
-    embeddings. pool_emb may be None for a baseline without generations.
+    embeddings. pool_emb may be None for a baseline without generations; a `pool_scan.DevicePool`
+    keeps the pool normalised on its device between calls.
     """
     t0 = time.perf_counter()
-    strategy = get_strategy(cfg.strategy)
-    gen = _validate(len(pairs), pool_emb, gen_emb, gen_prompt_emb, strategy, gen_groups)
-    if not strategy.is_baseline:
-        check_combination(strategy.name, cfg.selection)
-    scores = None
-    if gen is not None:
-        groups = None if gen_groups is None else np.asarray(gen_groups)
-        scores = pool_scores(pool_emb, gen, gen_prompt_emb, cfg, strategy.name, groups)
-    if strategy.is_baseline:
-        return baseline_selection(pairs, strategy, cfg.budget, seed, scores, t0)
+    return finish(pairs, rank_rows(len(pairs), pool_emb, gen_emb, gen_prompt_emb, cfg, seed, gen_groups, device), t0)
 
-    threshold: float | None = None
-    budget: int | None = None
-    rule = cfg.selection
-    if rule == "per_generation":
-        threshold, budget = float(cfg.threshold), cfg.budget
-        rows = per_generation_rows(pool_emb, gen, strategy, cfg.budget, threshold, cfg.chunk_size)
-    else:
-        rows = np.argsort(-scores, kind="stable")
-        if rule in ("threshold", "threshold_and_budget"):
-            threshold = float(cfg.threshold)
-            rows = rows[scores[rows] >= threshold]
-        if rule in ("budget", "threshold_and_budget"):
-            budget = cfg.budget
-            rows = rows[: cfg.budget]
-    return _finish(pairs, rows, scores, strategy.name, rule, threshold, budget, t0)
+
+def best_scored(pairs: Sequence[PreferencePair], sel: Selection, k: int) -> Selection:
+    """The `k` best-scored pairs of a similarity selection's scores, as selection `budget` with budget k
+    would pick them, without scoring again."""
+    t0 = time.perf_counter()
+    k = min(k, len(pairs))
+    rows = np.argsort(-sel.scores, kind="stable")[:k]
+    return finish(pairs, Ranked(rows, sel.scores, sel.strategy, "budget", None, k), t0)
+
+
+def with_min_records(pairs: Sequence[PreferencePair], sel: Selection, cfg: "FilterConfig", reselect) -> Selection:
+    """`sel`, or when it kept fewer than `cfg.min_records` pairs, the min_records most similar instead
+    (ours: a refit on a handful of pairs would only add noise). That is selection `budget` with budget
+    min_records: taken from `sel`'s scores for a similarity strategy, from `reselect(cfg')` for a baseline."""
+    if sel.count >= cfg.min_records:
+        return sel
+    log.warning("only %d pairs passed threshold %.2f; taking the %d most similar (filter.min_records)",
+                sel.count, cfg.threshold, cfg.min_records)
+    k = min(cfg.min_records, len(pairs))
+    if get_strategy(sel.strategy).is_baseline:
+        return reselect(cfg.model_copy(update={"selection": "budget", "budget": k}))
+    return best_scored(pairs, sel, k)

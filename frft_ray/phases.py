@@ -53,10 +53,14 @@ def initial_rm_pairs(cfg: RunConfig, data: RunData) -> list:
 
 
 class PoolEmbeddingCache:
-    """Embeds the preference pool once per run (and once per dataset on disk, via the cache)."""
+    """Embeds the preference pool once per run (and once per dataset on disk, via the cache), and runs
+    FRFT selection where `placement.embedder` says: on an embedder actor's GPU when it reserves GPUs
+    (the pool goes to the object store once, the actor keeps it on its device), else here on the CPU
+    (the pool normalised once, kept as a `pool_scan.DevicePool`)."""
 
     def __init__(self, cfg: RunConfig, pool: list, embedders):
         self.cfg, self.pool, self.embedders, self._emb = cfg, pool, embedders, None
+        self._local = self._ref = None
 
     def embed(self, texts: list[str]) -> np.ndarray:
         return self.embedders.embed(texts)  # the run's embedder actors (actors/embedder.py)
@@ -68,11 +72,30 @@ class PoolEmbeddingCache:
             self._emb = cached_pool_embeddings(self.pool, self.cfg.filter, self.embed)
         return self._emb
 
+    def select(self, gen_emb: np.ndarray, gen_prompt_emb, f, seed: int, gen_groups=None):
+        """`filtering.select_pairs` of the pool against these generations, under the filter config `f`."""
+        import time
+
+        from frft_ray.filtering import finish, rank_rows
+
+        t0 = time.perf_counter()
+        if self.cfg.placement.embedder.num_gpus > 0:
+            if self._ref is None:
+                self._ref = ray.put(self.pool_embeddings())
+            ranked = self.embedders.rank(self._ref, len(self.pool), gen_emb, gen_prompt_emb, f, seed, gen_groups)
+        else:
+            if self._local is None:
+                from frft_ray.pool_scan import DevicePool
+
+                self._local = DevicePool(self.pool_embeddings())
+            ranked = rank_rows(len(self.pool), self._local, gen_emb, gen_prompt_emb, f, seed, gen_groups)
+        return finish(self.pool, ranked, t0)
+
 
 def select_for_refit(cfg: RunConfig, data: RunData, cache: PoolEmbeddingCache, samples, seed: int):
     """The pairs an FRFT refit trains on: the pool pairs most like the policy's samples (`filter:`)."""
     from frft_ray.embedding import compose_text
-    from frft_ray.filtering import select_pairs
+    from frft_ray.filtering import with_min_records
     from frft_ray.strategies import get_strategy
 
     f = cfg.filter
@@ -82,15 +105,9 @@ def select_for_refit(cfg: RunConfig, data: RunData, cache: PoolEmbeddingCache, s
         distinct = sorted(set(samples.prompts))
         gen_prompt_emb = cache.embed(samples.prompts)
         gen_groups = np.array([distinct.index(p) for p in samples.prompts])
-    args = (data.pool, cache.pool_embeddings(), gen_emb, gen_prompt_emb)
-    sel = select_pairs(*args, f, seed, gen_groups=gen_groups)
-    if sel.count < f.min_records:
-        # ours: a refit on a handful of pairs would only add noise; take the most similar instead
-        log.warning("only %d pairs passed threshold %.2f; taking the %d most similar (filter.min_records)",
-                    sel.count, f.threshold, f.min_records)
-        topped = f.model_copy(update={"selection": "budget", "budget": min(f.min_records, len(data.pool))})
-        sel = select_pairs(*args, topped, seed, gen_groups=gen_groups)
-    return sel
+    sel = cache.select(gen_emb, gen_prompt_emb, f, seed, gen_groups)
+    return with_min_records(data.pool, sel, f, lambda topped: cache.select(gen_emb, gen_prompt_emb, topped, seed,
+                                                                           gen_groups))
 
 
 def select_random(cfg: RunConfig, data: RunData, seed: int):

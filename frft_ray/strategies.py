@@ -4,6 +4,8 @@ Every strategy is declared once, as a `Strategy` in the registry at the bottom o
 everything that needs to know about strategies asks the registry: scoring (`pool_scores`), the
 per-generation selection (`Strategy.sides` / `Strategy.merge`), input checks in
 `filtering.select_pairs`, and the config check (`check_combination`, called by `FilterConfig`).
+Similarities are torch tensors (`frft_ray.pool_scan`), so `combine` works on tensors; this module
+itself imports no torch, so the config's check stays cheap to import.
 Adding a strategy means one `register(Strategy(...))` here (with its definition in this docstring)
 plus its name in the `Literal` of `FilterConfig.strategy`.
 
@@ -36,16 +38,18 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from frft_ray.similarity import FilterError, group_generations, nearest_group, similarity_scores, unit_rows
+from frft_ray.similarity import FilterError, unit_rows
 
 if TYPE_CHECKING:
+    import torch
+
     from frft_ray.config import FilterConfig
-    from frft_ray.embedding import PoolEmbeddings
+    from frft_ray.pool_scan import DevicePool
 
 POOL_PARTS = ("chosen", "rejected", "prompt")  # the PoolEmbeddings arrays a strategy can compare
 
-# score(strategy, pool, gen, gen_prompt_emb, cfg, gen_groups) -> [N] scores; gen is L2-normalised.
-ScoreFn = Callable[["Strategy", "PoolEmbeddings", np.ndarray, "np.ndarray | None", "FilterConfig", "np.ndarray | None"],
+# score(strategy, pool, gen, gen_prompt_emb, cfg, gen_groups) -> [N] scores; gen is L2-normalised, on pool.device.
+ScoreFn = Callable[["Strategy", "DevicePool", "torch.Tensor", "np.ndarray | None", "FilterConfig", "np.ndarray | None"],
                    np.ndarray]
 # pick(n_pairs, budget, seed) -> rows (a baseline's selection, which does not look at scores).
 PickFn = Callable[[int, int, int], np.ndarray]
@@ -58,7 +62,7 @@ class Strategy:
 
     name: str
     sides: tuple[str, ...] = ("chosen",)  # pool parts compared with the generations
-    combine: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None  # merges per-side similarities
+    combine: Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"] | None = None  # merges per-side similarities
     needs_generations: bool = True
     needs_prompt_embeddings: bool = False  # needs gen_prompt_emb, one row per generation
     supports_per_generation: bool = True  # allowed with selection 'per_generation' (baselines ignore it)
@@ -72,7 +76,7 @@ class Strategy:
         if not self.sides or any(s not in POOL_PARTS for s in self.sides):
             raise ValueError(f"strategy {self.name!r}: sides must be a non-empty subset of {POOL_PARTS}")
         if len(self.sides) > 1 and self.combine is None:
-            raise ValueError(f"strategy {self.name!r}: several sides need `combine` (e.g. np.maximum)")
+            raise ValueError(f"strategy {self.name!r}: several sides need `combine` (e.g. larger)")
         if (self.pick is None) == (not self.needs_generations):
             raise ValueError(f"strategy {self.name!r}: a baseline (needs_generations=False) needs `pick`, "
                              "and only a baseline has one")
@@ -84,7 +88,7 @@ class Strategy:
     def is_baseline(self) -> bool:
         return self.pick is not None
 
-    def merge(self, per_side: list[np.ndarray]) -> np.ndarray:
+    def merge(self, per_side: list["torch.Tensor"]) -> "torch.Tensor":
         """Combine per-side similarities (same shapes) into the strategy's similarity."""
         return per_side[0] if len(per_side) == 1 else reduce(self.combine, per_side)
 
@@ -131,37 +135,35 @@ def check_combination(strategy: str, selection: str) -> None:
 # ---------------------------------------------------------------------------- scoring
 
 
-def side_scores(strategy: Strategy, pool: "PoolEmbeddings", gen: np.ndarray, cfg: "FilterConfig",
-                **extra) -> np.ndarray:
-    """Each side's aggregated similarity to the generations, merged by the strategy's `combine`."""
-    agg = dict(aggregate=cfg.aggregate, k=cfg.aggregate_k, chunk_size=cfg.chunk_size)
-    return strategy.merge([
-        similarity_scores(getattr(pool, name), gen, **agg, **extra, what=f"pool_emb.{name}")
-        for name in strategy.sides  # normalise only the parts this strategy reads
-    ])
-
-
 def pool_scores(
-    pool: "PoolEmbeddings",
-    gen_emb: np.ndarray,
+    pool: "DevicePool",
+    gen: "torch.Tensor",
     gen_prompt_emb: np.ndarray | None,
     cfg: "FilterConfig",
     strategy: str | None = None,
     gen_groups: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Per-pair score [N] under `strategy` (default `cfg.strategy`); inputs already validated, gen_emb
-    L2-normalised. A baseline scores like its sides (`chosen`), for diagnostics."""
+    """Per-pair score [N] under `strategy` (default `cfg.strategy`); inputs already validated, `gen`
+    L2-normalised on the pool's device. A baseline scores like its sides (`chosen`), for diagnostics."""
+    from frft_ray.pool_scan import scan
+
     s = get_strategy(strategy or cfg.strategy)
     if s.score is not None:
-        return s.score(s, pool, gen_emb, gen_prompt_emb, cfg, gen_groups)
-    return side_scores(s, pool, gen_emb, cfg)
+        return s.score(s, pool, gen, gen_prompt_emb, cfg, gen_groups)
+    return scan(pool, gen, s, cfg.chunk_size, aggregate=cfg.aggregate, k=cfg.aggregate_k).scores.cpu().numpy()
 
 
 def _prompt_matched_score(s: Strategy, pool, gen, gen_prompt_emb, cfg, gen_groups) -> np.ndarray:
-    gen_prompt = unit_rows(gen_prompt_emb, "gen_prompt_emb")
-    groups = group_generations(gen_prompt, cfg.chunk_size) if gen_groups is None else gen_groups
-    nearest = nearest_group(pool.prompt, gen_prompt, groups, cfg.chunk_size)
-    return side_scores(s, pool, gen, cfg, query_groups=nearest, gen_groups=groups)
+    import torch
+
+    from frft_ray.pool_scan import group_generations, nearest_group, scan
+
+    gen_prompt = torch.as_tensor(unit_rows(gen_prompt_emb, "gen_prompt_emb"), device=pool.device)
+    groups = (group_generations(gen_prompt, cfg.chunk_size) if gen_groups is None
+              else torch.as_tensor(np.asarray(gen_groups), device=pool.device))
+    nearest = nearest_group(pool.side("prompt"), gen_prompt, groups, cfg.chunk_size)
+    return scan(pool, gen, s, cfg.chunk_size, aggregate=cfg.aggregate, k=cfg.aggregate_k, query_groups=nearest,
+                gen_groups=groups).scores.cpu().numpy()
 
 
 def random_rows(n: int, budget: int, seed: int) -> np.ndarray:
@@ -175,13 +177,23 @@ def _all_rows(n: int, budget: int, seed: int) -> np.ndarray:
     return np.arange(n)
 
 
+def larger(a: "torch.Tensor", b: "torch.Tensor") -> "torch.Tensor":
+    """Elementwise max of two similarity tensors: `either`'s combine."""
+    return a.maximum(b)
+
+
+def smaller(a: "torch.Tensor", b: "torch.Tensor") -> "torch.Tensor":
+    """Elementwise min of two similarity tensors: `both`'s combine."""
+    return a.minimum(b)
+
+
 # ---------------------------------------------------------------------------- the registry
 
 register(Strategy("chosen", sides=("chosen",)))
 register(Strategy("rejected", sides=("rejected",)))
-register(Strategy("either", sides=("chosen", "rejected"), combine=np.maximum))
-register(Strategy("both", sides=("chosen", "rejected"), combine=np.minimum))
-register(Strategy("prompt_matched", sides=("chosen", "rejected"), combine=np.maximum, needs_prompt_embeddings=True,
+register(Strategy("either", sides=("chosen", "rejected"), combine=larger))
+register(Strategy("both", sides=("chosen", "rejected"), combine=smaller))
+register(Strategy("prompt_matched", sides=("chosen", "rejected"), combine=larger, needs_prompt_embeddings=True,
                   supports_per_generation=False, score=_prompt_matched_score))
 register(Strategy("all", sides=("chosen",), needs_generations=False, pick=_all_rows))
 register(Strategy("random-k", sides=("chosen",), needs_generations=False, pick=random_rows, reports_budget=True))

@@ -1,6 +1,8 @@
-"""The run's embedder actors return embeddings in input order, even when most CPUs are held."""
+"""The run's embedder actors return embeddings in input order, even when most CPUs are held, and run FRFT
+selection (on their GPU when placement.embedder has one) with the driver's result."""
 
 import numpy as np
+import pytest
 import ray
 
 from frft_ray.config import FilterConfig, PlacementConfig
@@ -38,3 +40,54 @@ def test_embedder_pool_matches_in_process_embeddings_with_cpus_held(ray_local):
     assert np.array_equal(got[0], got[2])  # duplicates embedded once, scattered back in order
     np.testing.assert_allclose(again[:600], embed_texts(model, many), atol=1e-5)
     np.testing.assert_allclose(again[600:], want, atol=1e-5)
+
+
+def _texts_and_pairs():
+    from frft_ray.data.records import PreferencePair
+
+    topics = ["the weather", "cooking pasta", "stock markets", "training dogs", "python errors"]
+    pairs = [PreferencePair(f"p{i}", f"Tell me about {topics[i % 5]}.", f"A clear answer about {topics[i % 5]} number {i}.",
+                            f"I will not talk about {topics[(i + 2) % 5]} ({i}).", "ab"[i % 2]) for i in range(60)]
+    samples = [f"Here is what I know about {topics[i % 3]}, take {i}." for i in range(12)]
+    return pairs, samples
+
+
+def _selection_paths(tmp_path, num_gpus: float):
+    """(selection through phases.PoolEmbeddingCache with placement.embedder.num_gpus, driver-side select_pairs)."""
+    from actors.embedder import EmbedderPool
+    from frft_ray.config import config_from_dict
+    from frft_ray.filtering import finish, select_pairs
+    from frft_ray.phases import PoolEmbeddingCache
+
+    pairs, samples = _texts_and_pairs()
+    cfg = config_from_dict({"filter": {"cache_dir": str(tmp_path), "num_embedders": 1, "threshold": 0.3, "budget": 24,
+                                       "min_records": 0, "chunk_size": 16},
+                            "placement": {"embedder": {"num_cpus": 0.25, "num_gpus": num_gpus}}})
+    embedders = EmbedderPool(cfg.filter, cfg.placement.embedder)
+    try:
+        cache = PoolEmbeddingCache(cfg, pairs, embedders)
+        gen = embedders.embed(samples)
+        via_cache = [cache.select(gen[:k], None, cfg.filter, seed=0) for k in (12, 6)]  # the pool is sent once
+        ref = ray.put(cache.pool_embeddings())  # the second call finds the pool already on the actor's device
+        actor = [finish(pairs, embedders.rank(ref, len(pairs), gen[:k], None, cfg.filter, 0), 0.0) for k in (12, 6)]
+    finally:
+        embedders.shutdown()
+    local = [select_pairs(pairs, cache.pool_embeddings(), gen[:k], None, cfg.filter) for k in (12, 6)]
+    return via_cache, actor, local
+
+
+def test_selection_on_an_embedder_actor_equals_the_driver_path(ray_local, tmp_path):
+    via_cache, actor, local = _selection_paths(tmp_path, num_gpus=0)
+    for on_actor, in_cache, in_driver in zip(actor, via_cache, local):
+        assert 0 < on_actor.count <= 24 and on_actor.selection == "per_generation"
+        assert on_actor.indices.tolist() == in_driver.indices.tolist() == in_cache.indices.tolist()
+        np.testing.assert_allclose(on_actor.scores, in_driver.scores, atol=1e-6)
+    assert actor[0].indices.tolist() != actor[1].indices.tolist()
+
+
+@pytest.mark.gpu
+def test_selection_on_the_embedder_gpu_equals_the_cpu_path(ray_local, tmp_path):
+    via_gpu, _, local = _selection_paths(tmp_path, num_gpus=0.5)
+    for gpu, cpu in zip(via_gpu, local):
+        assert gpu.indices.tolist() == cpu.indices.tolist()
+        np.testing.assert_allclose(gpu.scores, cpu.scores, atol=1e-5)

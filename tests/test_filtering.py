@@ -10,7 +10,8 @@ import pytest
 from frft_ray.config import FilterConfig
 from frft_ray.data.records import PreferencePair
 from frft_ray.embedding import PoolEmbeddings
-from frft_ray.filtering import FilterError, select_pairs
+import filter_reference
+from frft_ray.filtering import FilterError, per_generation_rows, select_pairs, with_min_records
 from frft_ray.strategies import similarity_strategies
 
 D = 16
@@ -261,3 +262,90 @@ def test_per_generation_respects_threshold_and_rejects_prompt_matched():
     assert sorted(sel.indices.tolist()) == [0, 2]  # cos 1.0 and 0.71 pass; 0.0 do not
     with pytest.raises(FilterError, match="per_generation"):
         select_pairs(pairs, pool, gens, gens, cfg.model_copy(update={"strategy": "prompt_matched"}))
+
+
+# ---------------------------------------------------------------- torch selection == the numpy selection it replaced
+
+SELECTIONS = ("threshold", "budget", "threshold_and_budget", "per_generation")
+ALLOWED = [(st, se) for st in similarity_strategies() for se in SELECTIONS if (st, se) != ("prompt_matched", "per_generation")]
+
+
+@pytest.fixture(scope="module")
+def clustered():
+    """Pool pairs and generations around 6 shared centres: a pair's best cosine to a generation is ~0.7-0.87."""
+    rng = np.random.default_rng(7)
+    n, g, d = 600, 40, 24
+    centres = random_unit(rng, 6, d)
+
+    def around(k, spread):
+        return _unit_rows(centres[rng.integers(0, 6, k)] + spread * rng.normal(size=(k, d)))
+
+    emb = PoolEmbeddings(around(n, 0.15), around(n, 0.15), around(n, 0.2))
+    gen_prompts = np.repeat(around(8, 0.2), 5, axis=0)  # 8 prompts x 5 samples
+    return emb, around(g, 0.1), gen_prompts
+
+
+def assert_same_rows(got: np.ndarray, want: np.ndarray, scores: np.ndarray, tol: float = 2e-6) -> None:
+    """The same rows in the same order, but for pairs whose scores tie within float rounding (torch and
+    numpy round the products differently, so such pairs may swap)."""
+    assert sorted(got.tolist()) == sorted(want.tolist())
+    np.testing.assert_allclose(scores[got], scores[want], atol=tol)
+
+
+@pytest.mark.parametrize("threshold", [-1.0, 0.6, 0.85, 1.0])
+@pytest.mark.parametrize("aggregate", ["max", "topk_mean"])
+@pytest.mark.parametrize("strategy,selection", ALLOWED)
+def test_torch_selection_equals_the_numpy_reference(clustered, strategy, selection, aggregate, threshold):
+    emb, gens, gen_prompts = clustered
+    cfg = FilterConfig(strategy=strategy, selection=selection, aggregate=aggregate, aggregate_k=3, threshold=threshold,
+                       budget=120, chunk_size=97)
+    want_rows, want_scores = filter_reference.selected_rows(emb, gens, gen_prompts, cfg)
+    sel = select_pairs(pairs_for(len(emb)), emb, gens, gen_prompts, cfg)
+    np.testing.assert_allclose(sel.scores, want_scores, atol=2e-6)
+    assert_same_rows(sel.indices, want_rows, want_scores)
+    if threshold <= 0.6:
+        assert sel.count > 0
+
+
+@pytest.mark.parametrize("strategy", ["all", "random-k"])
+def test_baselines_report_the_reference_chosen_scores(clustered, strategy):
+    emb, gens, _ = clustered
+    cfg = FilterConfig(strategy=strategy, budget=50)
+    sel = select_pairs(pairs_for(len(emb)), emb, gens, None, cfg, seed=4)
+    want = filter_reference.pool_scores(emb, gens, None, cfg, "chosen")
+    np.testing.assert_allclose(sel.scores, want, atol=2e-6)
+    assert sel.indices.tolist() == sel.indices[np.argsort(-want[sel.indices], kind="stable")].tolist()
+
+
+@pytest.mark.parametrize("budget,threshold", [(120, 0.85), (200, 0.8), (600, 0.5), (40, 0.88)])
+def test_per_generation_widening_equals_the_reference_loop(clustered, budget, threshold):
+    """Thresholds where the first share (ceil(budget / G) rows per generation) keeps too few rows, so the
+    share widens; the rows equal the reference loop's, which recomputed the whole product each time."""
+    emb, gens, _ = clustered
+    for strategy in ("chosen", "both"):
+        got = per_generation_rows(emb, gens, strategy, budget, threshold, chunk_size=50)
+        want = filter_reference.per_generation_rows(emb, filter_reference.unit_rows(gens, "g"), strategy, budget,
+                                                    threshold, chunk_size=7)
+        assert got.tolist() == want.tolist()
+
+
+def test_nothing_over_the_threshold_then_min_records_rows_come_back(clustered):
+    emb, gens, _ = clustered
+    pairs = pairs_for(len(emb))
+    cfg = FilterConfig(strategy="chosen", selection="per_generation", threshold=1.0, budget=100, min_records=30)
+    sel = select_pairs(pairs, emb, gens, None, cfg)
+    assert sel.count == 0  # nothing is that similar, however wide each generation's share
+    topped = with_min_records(pairs, sel, cfg, reselect=None)  # a similarity strategy reuses the scores
+    budget_cfg = cfg.model_copy(update={"selection": "budget", "budget": 30})
+    want_rows, _ = filter_reference.selected_rows(emb, gens, None, budget_cfg)
+    assert_same_rows(topped.indices, want_rows, topped.scores)
+    assert topped.count == 30
+    assert (topped.selection, topped.budget, topped.threshold) == ("budget", 30, None)
+    again = select_pairs(pairs, emb, gens, None, budget_cfg)  # what the driver re-ran before
+    a, b = topped.to_dict(include_indices=True), again.to_dict(include_indices=True)
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b
+    random_k = cfg.model_copy(update={"strategy": "random-k", "budget": 10})
+    few = select_pairs(pairs, emb, gens, None, random_k, seed=2)
+    more = with_min_records(pairs, few, random_k, lambda c: select_pairs(pairs, emb, gens, None, c, seed=2))
+    assert few.count == 10 and more.count == 30 and more.strategy == "random-k"
