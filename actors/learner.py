@@ -118,8 +118,19 @@ class LearnerActor:
         return stats
 
     def get_weights(self) -> dict:
-        """The policy's state dict (CPU); its version is `self.version` (returned by train_step)."""
-        return {k: v.detach().cpu().clone() for k, v in self.policy.state_dict().items()}
+        """The policy's state dict (CPU); its version is `self.version` (returned by train_step).
+
+        Non-finite weights are refused here, naming the role and precision, rather than sent on to
+        the rollout workers (where CUDA sampling would stop on a device-side assert)."""
+        import torch
+
+        state = self.policy.state_dict()
+        bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise FloatingPointError(
+                f"learner: policy weights v{self.version} hold NaN/inf in {len(bad)} tensor(s) (first: {bad[0]}), "
+                f"precision={self.cfg.precision} on {self.device_info()}; try --set precision=fp32")
+        return {k: v.detach().cpu().clone() for k, v in state.items()}
 
     def get_version(self) -> int:
         return self.version

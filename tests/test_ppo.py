@@ -277,3 +277,17 @@ def test_bf16_ppo_step_keeps_fp32_master_weights(tok):
     moved = [not torch.equal(a, p.detach()) for a, p in zip(before, learner.params)]
     assert all(moved[-2:]) and sum(moved) > len(moved) // 2  # value head and most of the policy changed
     assert 1e-5 < stats["ppo/logprob_gap"] < 0.05  # computed in bf16 (not fp32), close to the fp32 sampler
+
+
+def test_non_finite_update_is_skipped_and_weights_stay_finite(tok):
+    """A NaN loss (here: a value head with NaN weights) never reaches the policy weights: the update is skipped."""
+    pol = tiny_policy(tok)
+    vh = ValueHead(hidden_size(pol))
+    with torch.no_grad():
+        vh.summary.weight.fill_(float("nan"))
+    learner = PPOLearner(pol, frozen_reference(pol), vh, tok, PPOConfig(lr=1e-3, batch_size=4, minibatch_size=2, epochs=1))
+    b = generate(pol, tok, ["the cat", "a dog", "my friend", "our robot"], RolloutConfig(max_new_tokens=6, batch_size=4), 32, seed=0)
+    before = [p.detach().clone() for p in pol.parameters()]
+    stats = learner.step(b, torch.tensor([1.0, -1.0, 0.5, 0.0]))
+    assert stats["ppo/skipped_updates"] == 2  # both minibatches
+    assert all(torch.equal(a, p.detach()) for a, p in zip(before, pol.parameters()))

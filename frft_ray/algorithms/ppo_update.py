@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import time
 
 import torch
@@ -206,6 +207,7 @@ class PPOLearner:
 
         acc = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "vf_clipfrac", "grad_norm")}
         B = len(batch)
+        skipped = 0
         for _ in range(cfg.epochs):
             perm = torch.randperm(B, generator=self.gen)
             for i in range(0, B, cfg.minibatch_size):
@@ -229,7 +231,11 @@ class PPOLearner:
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 gn = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
-                self.opt.step()
+                if torch.isfinite(gn):
+                    self.opt.step()
+                else:  # a NaN/inf loss or gradient never reaches the weights (as a loss scaler skips a step)
+                    self.opt.zero_grad(set_to_none=True)
+                    skipped += 1
                 acc["policy_loss"].append(pg.item())
                 acc["value_loss"].append(vf.item())
                 acc["entropy"].append(ent.item())
@@ -237,6 +243,10 @@ class PPOLearner:
                 for k, v in {**pg_stats, **vf_stats}.items():
                     acc[k].append(v)
 
+        if skipped:
+            logging.getLogger("frft_ray").warning(
+                "PPO step %d: %d of %d minibatch updates skipped: non-finite loss or gradient (compute dtype %s)",
+                self.steps + 1, skipped, len(acc["grad_norm"]), self.dtype)
         mean_kl = seq_kl.mean().item()
         self.kl_ctl.update(mean_kl, n_steps=B)
         self.steps += 1
@@ -253,6 +263,7 @@ class PPOLearner:
                 "ppo/value_mean": masked_mean(old["values"], mask).item(),
                 "ppo/response_len": mask.sum(1).mean().item(),
                 "ppo/logprob_gap": lp_gap,
+                "ppo/skipped_updates": skipped,
                 "ppo/step": self.steps,
                 "timing/ppo_step": time.perf_counter() - t0,
             }
