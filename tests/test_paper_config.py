@@ -92,6 +92,8 @@ def _overrides(model_dir: Path, data_path: Path, port: int, cache_dir: Path) -> 
     for role in ("rollout", "learner", "reward_trainer", "embedder", "serve"):
         # whatever the config's placement asks (GPUs, custom node resources), here every role fits in 2 CPUs
         sets += [f"placement.{role}.num_gpus=0", f"placement.{role}.num_cpus=0.25", f"placement.{role}.resources={{}}"]
+    # the start check counts Serve at its autoscaling maximum (8 replicas): 4 x 0.25 + 8 x 0.1 <= 2 CPUs
+    sets.append("placement.serve.num_cpus=0.1")
     return sets
 
 

@@ -78,7 +78,7 @@ def test_roles_that_fit_give_no_problems():
 
 def test_a_unit_bigger_than_any_node_names_the_role_what_it_asks_and_the_fix():
     (msg,) = check_placement(micro("placement.learner.num_gpus=2"), [ONE_GPU_NODE, {"CPU": 8}])
-    assert msg.startswith("learner: one unit asks {CPU: 1, GPU: 2}")
+    assert msg.startswith("learner: one unit asks {CPU: 0.5, GPU: 2}")
     assert "1 x {CPU: 16, GPU: 1}, 1 x {CPU: 8, GPU: 0}" in msg  # what the cluster offers
     assert "--set placement.learner.num_gpus=1" in msg
 
@@ -193,7 +193,7 @@ def test_run_asking_a_gpu_fails_at_start_naming_the_learner(ray_local, tmp_path,
     assert code == 2
     assert err[-1].startswith("frft-ray: error: the placement: section cannot fit this cluster (checked against the 1 "
                               "node(s) up now")
-    assert "learner: one unit asks {CPU: 1, GPU: 1}" in err[-1] and "--set placement.learner.num_gpus=0" in err[-1]
+    assert "learner: one unit asks {CPU: 0.5, GPU: 1}" in err[-1] and "--set placement.learner.num_gpus=0" in err[-1]
     assert list((tmp_path / "run" / "ckpt").iterdir()) == []  # nothing was built: it failed before any role started
     assert time.monotonic() - t0 < 60  # fails fast rather than waiting on Ray (a loose bound, not a benchmark)
     assert ray_local.is_initialized()  # the session's Ray is not ours to stop
@@ -206,3 +206,10 @@ def test_serve_replicas_are_checked_before_serve_starts(ray_local):
     _check_placement(ServeConfig(replicas=2), load_config("micro").placement.serve)  # 2 x 0.25 CPU fits
     with pytest.raises(PlacementError, match=r"serve: one unit asks \{CPU: [\d.]+, GPU: 0.5\}"):
         _check_placement(ServeConfig(), load_config("micro", ["placement.serve.num_gpus=0.5"]).placement.serve)
+
+
+def test_a_role_given_in_part_keeps_its_other_defaults():
+    """`--set placement.learner.num_gpus=1` changes the GPUs only, not the learner's own CPU default."""
+    cfg = micro("placement.learner.num_gpus=1", "placement.serve.resources={serve: 0.01}")
+    assert (cfg.placement.learner.num_cpus, cfg.placement.learner.num_gpus) == (0.5, 1.0)
+    assert (cfg.placement.serve.num_cpus, cfg.placement.serve.resources) == (0.25, {"serve": 0.01})
