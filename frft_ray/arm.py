@@ -120,7 +120,7 @@ class ArmTrainer:
                 fit = self.rm_trainer.fit(job, pairs, self.data.heldout)
             self.rm_path = self.iter_dir / "rm"
             ray.get(self.learner.load_rm.remote(str(self.rm_path), self.rm_version))
-            phases.publish_rm(cfg, self.rm_path, self.rm_version)
+            phases.publish_rm(cfg, self.run.dir, self.rm_path, self.rm_version)
             state.published = Published(self.run.rel(self.rm_path), self.rm_version)
             rec.rm_heldout, rec.rm_fit_loss = fit.get("eval_accuracy"), fit.get("train_loss")
         log.info("[%s it %d] selected %d of %d pairs; RM v%d held-out acc %s", self.arm, it, len(pairs),

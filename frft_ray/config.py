@@ -198,6 +198,15 @@ class ServeConfig(Section):
     max_items: int = Field(256, ge=1, description="most (prompt, response) items per request (more: HTTP 413)")
     max_text_chars: int = Field(8000, ge=1, description="longest prompt or response in characters (more: HTTP 413)")
     auth_token_env: str = Field("FRFT_RAY_TOKEN", description="env var with the bearer token; unset/empty: no auth")
+    auth_token_file: str | None = Field(
+        None, description="file holding the bearer token (read at start, wins over auth_token_env); for cluster jobs, "
+        "whose env vars anyone listing jobs can read")
+    allow_insecure: bool = Field(
+        False, description="allow a non-loopback host without a token (anyone on the network can score); "
+        "otherwise that is refused at start")
+    keep_alive: bool = Field(
+        False, description="keep this run's endpoint (app and version registry) up after `frft-ray run` ends; "
+        "default: stopped with the run")
 
 
 class ResourcesConfig(Section):

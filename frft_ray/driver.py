@@ -26,7 +26,7 @@ from frft_ray import phases
 from frft_ray.arm import ArmTrainer, arms_of
 from frft_ray.config import RunConfig, dump_config
 from frft_ray.run_data import RunData, prepare_run_data
-from frft_ray.run_state import InitialRM, Published, RunState, read_latest, write_json, write_latest
+from frft_ray.run_state import InitialRM, RunState, read_latest, write_json, write_latest
 from frft_ray.summary import build_summary, print_summary, write_report
 from frft_ray.tracking import MetricsLogger, PhaseTimer
 from frft_ray.workers import RunWorkers
@@ -36,11 +36,12 @@ log = logging.getLogger("frft_ray")
 
 def run(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict | None:
     """The whole run. Returns the summary, or None when it stopped early (frft.stop_after) or had finished."""
+    phases.check_serving(cfg)  # a token or bind problem fails now, not after SFT
     run = RunFolder.open(cfg, Path(run_dir), resume)
     if run is None:
         return None
     started_ray = phases.ray_init(cfg)
-    timer = PhaseTimer()
+    timer, endpoint = PhaseTimer(), None
     try:
         # ---- the run's Ray roles start once (workers.py): learner, RM trainer, embedders now; rollout pool
         # as soon as a policy exists
@@ -57,9 +58,8 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict | None:
             if base:
                 train_base_models(cfg, data, run, workers, base_rm=base[1])
 
-            # ---- the RM endpoint serves the newest RM for the rest of the run (serve.enabled)
-            newest = run.state.published or Published(run.state.rm0_path, 0)
-            phases.start_serving(cfg, run.dir / newest.path, newest.version)
+            # ---- the run's RM endpoint serves the newest RM for the rest of the run (serve.enabled)
+            endpoint = phases.start_serving(cfg, run.dir, run.state)
 
             # ---- 2. RL arms from the same SFT policy: vanilla baseline, then FRFT (or random-refit)
             filter_cache = phases.PoolEmbeddingCache(cfg, data.pool, workers.embedders)
@@ -85,6 +85,7 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict | None:
             run.state.wall_s = run.clock()
             return evaluate_run(cfg, run.dir, data, run.state, pool=workers.pool)
     finally:
+        phases.stop_serving(cfg, endpoint)
         run.close()
         if started_ray:
             ray.shutdown()

@@ -60,7 +60,9 @@ PASSTHROUGH_ENV: tuple[str, ...] = (
 # The run's own ray.init(runtime_env=...) adds env vars on top of the job's; without this Ray 2.60
 # refuses any overlap ("Failed to merge the Job's runtime env ... because of a conflict").
 JOB_ENV = {"RAY_OVERRIDE_JOB_RUNTIME_ENV": "1"}
-SECRET_ENV = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+# Never passed in a job's env: the Ray token, and the RM endpoint's bearer token (ServeConfig.auth_token_env's
+# default; give a job the endpoint's token with serve.auth_token_file on the cluster instead)
+SECRET_ENV = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "FRFT_RAY_TOKEN")
 
 
 class JobError(RuntimeError):

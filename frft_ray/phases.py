@@ -14,6 +14,7 @@ import ray
 
 from frft_ray.config import RunConfig
 from frft_ray.run_data import RunData
+from frft_ray.run_state import Published, RunState
 
 log = logging.getLogger("frft_ray")
 
@@ -220,23 +221,66 @@ def ray_init(cfg: RunConfig) -> bool:
     return True
 
 
-def start_serving(cfg: RunConfig, rm_path: Path, version: int) -> str | None:
-    """Bring up the RM endpoint (when `serve.enabled`) on the current RM; it stays up during the run."""
+def check_serving(cfg: RunConfig) -> None:
+    """Fail at the start of a run, not after SFT, when its endpoint (serve.enabled) could not start:
+    an unreadable `serve.auth_token_file`, or a non-loopback host with no token (serve/settings.py)."""
+    if cfg.serve.enabled:
+        from serve.settings import check_bind, resolve_token
+
+        check_bind(cfg.serve, resolve_token(cfg.serve))
+
+
+def start_serving(cfg: RunConfig, run_dir: Path, state: RunState):
+    """Bring up this run's RM endpoint (when `serve.enabled`) on the run's newest RM; returns its
+    `serve.launch.Endpoint` (None when disabled). The app, its version registry and its route are
+    named after the run folder, so runs sharing a cluster never serve each other's RM.
+
+    On a resume the endpoint may still be up (serve.keep_alive, or a crash): the same (version, path)
+    is a no-op, and a registry that is ahead makes the run continue from its version, so the next
+    refit is newer (`serve.launch.publish_resumed`)."""
     if not cfg.serve.enabled:
         return None
-    from serve.launch import start_server
+    from serve.launch import Endpoint, publish_resumed, replica_urls, start_server, url_lines
 
-    url = start_server(cfg.serve, str(rm_path), version=version, placement=cfg.placement.serve,
-                       precision=cfg.precision)
-    log.info("reward model served at %s (version %d); POST /v1/score or /get_reward", url, version)
-    return url
+    endpoint = Endpoint.for_folder(run_dir)
+    newest = state.published or Published(state.rm0_path, 0)
+    entry = publish_resumed(run_dir / newest.path, newest.version, endpoint.app_name)
+    if entry["version"] != newest.version:
+        state.published = Published(newest.path, entry["version"])
+    state.rm_version = max(state.rm_version, entry["version"])
+    url = start_server(cfg.serve, run_dir / newest.path, entry["version"], app_name=endpoint.app_name,
+                       route_prefix=endpoint.route_prefix, placement=cfg.placement.serve, precision=cfg.precision)
+    log.info("reward model v%d served for this run%s:", entry["version"],
+             "" if cfg.serve.keep_alive else " (until it ends; serve.keep_alive=true keeps it up)")
+    for line in url_lines(url, replica_urls(endpoint.app_name)):
+        log.info("  %s", line)
+    return endpoint
 
 
-def publish_rm(cfg: RunConfig, rm_path: Path, version: int) -> None:
-    """Tell the Serve endpoint (when `serve.enabled`) to hot-swap to this RM version, in place."""
+def publish_rm(cfg: RunConfig, run_dir: Path, rm_path: Path, version: int) -> None:
+    """Tell the run's endpoint (when `serve.enabled`) to hot-swap to this RM version, in place."""
     if not cfg.serve.enabled:
         return
+    from serve.launch import Endpoint
     from serve.launch import publish_rm as _publish
 
-    _publish(str(rm_path), version)
+    _publish(str(rm_path), version, app_name=Endpoint.for_folder(run_dir).app_name)
     log.info("published RM v%d to the endpoint", version)
+
+
+def stop_serving(cfg: RunConfig, endpoint) -> None:
+    """Stop the run's endpoint (its Serve app and version registry) as the run ends, unless
+    `serve.keep_alive`. Called while the run unwinds, so a failure here is logged, not raised over
+    the run's own outcome."""
+    if endpoint is None:
+        return
+    if cfg.serve.keep_alive:
+        log.info("the RM endpoint stays up (serve.keep_alive): Serve app %s", endpoint.app_name)
+        return
+    from serve.launch import stop_server
+
+    try:
+        stop_server(endpoint.app_name)
+    except Exception as e:
+        log.warning("could not stop the RM endpoint %s: %r (stop it with serve.delete(%r))",
+                    endpoint.app_name, e, endpoint.app_name)

@@ -9,13 +9,17 @@ How it stays fast and consistent:
   keeps accepting requests that form the next batch.
 - A daemon thread polls the version registry (`serve.versions`) and, when a newer version is
   published, loads it and replaces `self._snap` in one assignment. A batch reads `self._snap`
-  once, so it scores with one version and reports that version. No replica restarts.
+  once, so it scores with one version and reports that version. No replica restarts. A version
+  that fails to load is retried (at once for a newer one, else with a growing pause) and GET
+  /health says "degraded" until one loads.
 - The replica's device comes from `placement.serve.num_gpus` and its weights' dtype from the run's
   `precision` (both in `ReplicaSettings`); every version it loads goes to the same device and dtype,
   and GET /v1/model says which ("device": "cpu/fp32", "cuda:0/bf16").
 - No `from __future__ import annotations` here: Serve rebuilds the route signatures and
   string annotations would turn the JSON body into a query parameter.
-- Bad input is a 4xx with a JSON body `{"error", "message", ...}`; never a 500.
+- Bad input is a 4xx with a JSON body `{"error", "message", ...}`; never a 500. The body's size is
+  counted while it streams in (and Content-Length checked first), so an oversized body is refused
+  at the limit, not after it is all in memory. A NaN/inf score is a JSON 500 naming the item.
 """
 
 import asyncio
@@ -37,11 +41,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve.schemas import (
     LimitError,
+    NonFiniteScore,
     PairError,
     RewardRequest,
     RewardResponse,
     ScoreRequest,
     ScoreResponse,
+    check_finite,
     check_limits,
     split_queries,
 )
@@ -49,6 +55,7 @@ from serve.scorer import Snapshot, load_snapshot, score_pairs
 from serve.versions import get_registry
 
 log = logging.getLogger("ray.serve")
+RETRY_MAX_S = 10.0  # longest pause between two tries of a version that failed to load
 api = FastAPI(title="frft-ray reward model", version="1")
 api.state.max_body_bytes = None
 api.state.token_sha256 = None
@@ -86,6 +93,11 @@ async def _on_pair(request: Request, exc: PairError) -> JSONResponse:
     return _err(422, "invalid_request", str(exc))
 
 
+@api.exception_handler(NonFiniteScore)
+async def _on_non_finite(request: Request, exc: NonFiniteScore) -> JSONResponse:
+    return _err(500, "non_finite_score", str(exc), item=exc.item, model_version=exc.version)
+
+
 @api.exception_handler(StarletteHTTPException)
 async def _on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     names = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
@@ -112,14 +124,37 @@ async def _guard(request: Request, call_next):
         resp.headers["WWW-Authenticate"] = "Bearer"
         return resp
     limit = api.state.max_body_bytes
-    if limit and request.method == "POST":
-        # Serve's proxy forwards the body in chunks without Content-Length, so measure the bytes
-        # (already in memory) instead; starlette replays the cached body to the route.
-        length = len(await request.body())
-    if limit and request.method == "POST" and length > limit:
-        return _err(413, "limit_exceeded", f"request body of {length} bytes > {limit} bytes "
-                    "(derived from max_items and max_text_chars)", limit="max_body_bytes", max=limit)
+    if limit and request.method in ("POST", "PUT", "PATCH"):
+        refused = await _read_body_within(request, limit)
+        if refused is not None:
+            return refused
     return await call_next(request)
+
+
+def _too_large(what: str, limit: int) -> JSONResponse:
+    return _err(413, "limit_exceeded", f"{what} > {limit} bytes (max_body_bytes, derived from max_items and "
+                "max_text_chars)", limit="max_body_bytes", max=limit)
+
+
+async def _read_body_within(request: Request, limit: int) -> JSONResponse | None:
+    """Read the body while counting its bytes: a 413 as soon as it passes `limit` (or at once when
+    Content-Length says it will), else None with the body kept for the route."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            return _err(400, "bad_request", f"Content-Length {declared!r} is not a number of bytes")
+        if int(declared) > limit:
+            return _too_large(f"request body of {int(declared)} bytes (Content-Length)", limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():  # Serve's proxy may send no Content-Length: count as it arrives
+        size += len(chunk)
+        if size > limit:
+            return _too_large(f"request body of more than {limit} bytes (refused after reading {size})", limit)
+        chunks.append(chunk)
+    # starlette's middleware replays a body it finds on the request to the route (`_CachedRequest`);
+    # `Request.body()` stores it under the same name, which we cannot call once the stream is read
+    request._body = b"".join(chunks)
+    return None
 
 
 def _sigmoid(x: float) -> float:
@@ -152,7 +187,9 @@ class RewardModelServer:
         if cur is None:
             raise RuntimeError(f"no RM version published for app {app_name!r}; call serve.launch.publish_rm first")
         self._snap: Snapshot = self._load(cur)
-        self._last_error: str | None = None
+        self._wanted = cur["version"]  # the registry's newest version, as last seen
+        self._last_error: str | None = None  # in full, for GET /v1/model (behind auth)
+        self._health_error: str | None = None  # without paths, for the open GET /health
         self._score_batch.set_max_batch_size(self._s.max_batch_size)
         self._score_batch.set_batch_wait_timeout_s(self._s.batch_wait_timeout_s)
         self._stop = threading.Event()
@@ -165,26 +202,38 @@ class RewardModelServer:
         return load_snapshot(entry["path"], entry["version"], entry["meta"], self._device, self._dtype)
 
     def _follow_registry(self) -> None:
-        """Poll the registry; load a newer version off the request path, then swap in one assignment."""
-        failed_version = None
+        """Poll the registry; load a newer version off the request path, then swap in one assignment.
+
+        A version that fails to load is tried again: a newer one at once, the same one after a pause
+        that doubles from `poll_s` up to RETRY_MAX_S (a checkpoint still being copied, a full disk freed)."""
+        failed, retry_at, pause = None, 0.0, self._poll_s
         while not self._stop.wait(self._poll_s):
             try:
                 cur = ray.get(self._registry.current.remote(), timeout=10)
             except Exception as e:  # registry gone or slow: keep serving what we have
                 self._last_error = f"registry poll failed: {e!r}"
+                self._health_error = f"registry poll failed ({type(e).__name__})"
                 continue
-            if not cur or cur["version"] <= self._snap.version or cur["version"] == failed_version:
+            if failed is None and self._health_error is not None:  # the registry answers again
+                self._last_error = self._health_error = None
+            if not cur or cur["version"] <= self._snap.version:
+                continue
+            self._wanted = cur["version"]
+            if cur["version"] == failed and time.monotonic() < retry_at:
                 continue
             try:
                 snap = self._load(cur)
             except Exception as e:
-                failed_version = cur["version"]
+                pause = min(2 * pause, RETRY_MAX_S) if cur["version"] == failed else self._poll_s
+                failed, retry_at = cur["version"], time.monotonic() + pause
                 self._last_error = f"loading version {cur['version']} from {cur['path']} failed: {e!r}"
+                self._health_error = f"version {cur['version']} failed to load ({type(e).__name__}); retrying"
                 log.error(self._last_error)
                 continue
+            failed = None
             if snap.version > self._snap.version:  # never backwards
                 self._snap = snap
-                self._last_error = None
+                self._last_error = self._health_error = None
                 log.info(f"RM hot swap: now serving version {snap.version} from {snap.path}")
 
     def __del__(self):
@@ -213,6 +262,7 @@ class RewardModelServer:
         check_limits({"items.prompt": prompts, "items.response": responses}, len(prompts),
                      self._s.max_items, self._s.max_text_chars)
         scores, version = await self._score_batch((prompts, responses))
+        check_finite(scores, "items", version)
         return ScoreResponse(scores=scores, model_version=version)
 
     @api.post("/get_reward", response_model=RewardResponse)
@@ -221,6 +271,7 @@ class RewardModelServer:
                      self._s.max_items, self._s.max_text_chars)
         prompts, responses = split_queries(req.query, req.prompts)
         rewards, version = await self._score_batch((prompts, responses))
+        check_finite(rewards, "query", version)
         return RewardResponse(
             rewards=rewards,
             scores=[_sigmoid(r) for r in rewards],
@@ -230,7 +281,10 @@ class RewardModelServer:
 
     @api.get("/health")
     async def health(self) -> dict:
-        return {"status": "ok", "model_version": self._snap.version}
+        """200 while the replica serves; "degraded" when a newer version failed to load (it keeps
+        serving `model_version` and retries; GET /v1/model has the full error)."""
+        return {"status": "degraded" if self._health_error else "ok", "model_version": self._snap.version,
+                "wanted_version": max(self._wanted, self._snap.version), "last_error": self._health_error}
 
     @api.get("/v1/model")
     async def model_info(self) -> dict:

@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reload", action="store_true",
                    help="do not start a server: publish the checkpoint to the running one (hot swap, no restart)")
     p.add_argument("--address", help="Ray address of the running server for --reload (default: from --state-file)")
+    p.add_argument("--app", help="Serve app to publish to with --reload (default: the one --state-file records, "
+                   "else the --run folder's)")
     p.add_argument("--state-file", default=str(DEFAULT_STATE), help=f"where `serve` records its URL and Ray address (default {DEFAULT_STATE})")
     p.set_defaults(func=cmd_serve)
 
@@ -67,47 +69,61 @@ def cmd_serve(args) -> int:
 
         apply_offline_defaults(SERVE_INGRESS_ENV)
     import ray
-    from ray import serve
 
     from serve import launch
 
     ckpt = _checkpoint(args)
     if args.reload:
-        address = args.address
-        if address is None:
-            state_file = Path(args.state_file)
-            if not state_file.exists():
-                raise FileNotFoundError(f"no running server recorded in {state_file}; pass --address")
-            address = json.loads(state_file.read_text())["ray_address"]
+        address, app = _reload_target(args)
         ray.init(address=address, log_to_driver=False)
         try:
-            entry = launch.publish_rm(ckpt, args.version)
+            entry = launch.publish_rm(ckpt, args.version, app_name=app)
         except (ValueError, LookupError) as e:  # a version that is not newer, no server app to publish to
             raise CLIError(f"serve --reload: {e}") from None
-        print(f"published RM version {entry['version']} from {entry['path']}; replicas swap within ~1 s")
+        print(f"published RM version {entry['version']} from {entry['path']} to {app}; replicas swap within ~1 s")
         return 0
 
     cfg, placement = _serve_config(args)
+    # the app, registry and route are the served folder's: the run's own when --run (as `frft-ray run` names them)
+    endpoint = launch.Endpoint.for_folder(args.run or ckpt)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` shuts down as cleanly as Ctrl-C
     ray.init(include_dashboard=False, log_to_driver=False)
     try:
         _check_placement(cfg, placement)
-        url = launch.start_server(cfg, ckpt, args.version, placement=placement)
-        direct = launch.replica_urls()
-        launch.write_state(args.state_file, url, replica_urls=direct)
-        print(f"serving {ckpt} at {url}  (POST {url}/v1/score, POST {url}/get_reward, GET {url}/health)", flush=True)
-        if direct:
-            print(f"each replica also answers on its own port, without the proxy hop: {' '.join(direct)}", flush=True)
+        url = launch.start_server(cfg, ckpt, args.version, app_name=endpoint.app_name,
+                                  route_prefix=endpoint.route_prefix, placement=placement)
+        direct = launch.replica_urls(endpoint.app_name)
+        launch.write_state(args.state_file, url, app_name=endpoint.app_name, replica_urls=direct)
+        print(f"serving {ckpt}", flush=True)
+        for line in launch.url_lines(url, direct):
+            print(line, flush=True)
         print("Ctrl-C to stop", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
-        serve.shutdown()
+        launch.stop_server(endpoint.app_name)  # only ours: other apps on a shared cluster stay up
         ray.shutdown()
         Path(args.state_file).unlink(missing_ok=True)
     return 0
+
+
+def _reload_target(args) -> tuple[str, str]:
+    """(Ray address, Serve app name) of the server `--reload` publishes to."""
+    state_file = Path(args.state_file)
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    address = args.address or state.get("ray_address")
+    if address is None:
+        raise FileNotFoundError(f"no running server recorded in {state_file}; pass --address")
+    app = args.app or (state.get("app_name") if not args.address else None)
+    if app is None and args.run:
+        from serve.launch import Endpoint
+
+        app = Endpoint.for_folder(args.run).app_name
+    if app is None:
+        raise CLIError("serve --reload --address with --checkpoint: pass --app NAME (the app `frft-ray serve` printed)")
+    return address, app
 
 
 def _check_placement(cfg, placement) -> None:

@@ -1,23 +1,32 @@
 """Start, publish to and stop the RM endpoint from Python (the CLI and the FRFT driver use these).
 
-    url = start_server(cfg.serve, "runs/demo/iter_000/rm")       # inside a Ray connection
-    replica_urls()                                               # direct ingress: one URL per replica
-    publish_rm("runs/demo/iter_001/rm")                          # after each refit: hot swap
-    stop_server()
+    ep = Endpoint.for_folder("runs/demo")                        # this run's app, registry and route
+    url = start_server(cfg.serve, "runs/demo/iter_000/rm", app_name=ep.app_name, route_prefix=ep.route_prefix)
+    replica_urls(ep.app_name)                                    # direct ingress: one URL per replica
+    publish_rm("runs/demo/iter_001/rm", app_name=ep.app_name)    # after each refit: hot swap
+    stop_server(ep.app_name)
+
+Each run (and each folder `frft-ray serve` serves) gets its own Serve app, version registry and
+route prefix, so two runs on one cluster never serve each other's RM or refuse each other's
+versions. The plain `APP_NAME` at "/" remains the default for code that serves one RM.
 
 `url` is the stable address (Serve's proxy, which routes to every replica). With direct ingress
 (`frft_ray.env.SERVE_INGRESS_ENV`, the default on Ray instances the project starts) each replica
 also answers on its own port, without the proxy hop: `replica_urls` lists those (docs/serve.md).
 
-The bearer token never enters Ray: `start_server` reads the env var named by
-`ServeConfig.auth_token_env` and hands replicas only its SHA-256.
+The bearer token never enters Ray: `start_server` reads it (`serve.settings.resolve_token`) and
+hands replicas only its SHA-256.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
@@ -30,6 +39,24 @@ from serve.settings import ReplicaSettings
 from serve.versions import get_registry
 
 APP_NAME = "frft_rm"
+log = logging.getLogger("frft_ray")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """The Serve app name (also its version registry's) and route prefix of one served folder."""
+
+    app_name: str = APP_NAME
+    route_prefix: str = "/"
+
+    @classmethod
+    def for_folder(cls, folder: str | Path) -> "Endpoint":
+        """A run folder's endpoint (or a checkpoint folder's): its name plus a hash of its absolute path,
+        so `runs/demo` and `/tmp/demo` differ while a resume of the same folder finds its own again."""
+        path = Path(folder).expanduser().resolve()
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.name).strip("-.")[:40] or "run"
+        slug = f"{slug}-{hashlib.sha256(str(path).encode()).hexdigest()[:6]}"
+        return cls(f"{APP_NAME}-{slug}", f"/{slug}")
 
 
 def _check_checkpoint(path: str | Path) -> Path:
@@ -43,7 +70,8 @@ def publish_rm(path: str | Path, version: int | None = None, meta: dict | None =
     """Make the checkpoint at `path` the served RM; replicas swap to it within ~`ReplicaSettings.poll_s` + load time.
 
     `version` defaults to meta.json's "version", else current + 1. It must be newer than the
-    current version (ValueError otherwise). Returns the registry entry.
+    current version (ValueError otherwise), except that the current (version, path) again is a
+    no-op. Returns the registry entry.
     """
     path = _check_checkpoint(path)
     meta = {**read_meta(path), **(meta or {})}
@@ -53,6 +81,8 @@ def publish_rm(path: str | Path, version: int | None = None, meta: dict | None =
         version = meta.get("version")
     if version is None:
         version = 1 if cur is None else cur["version"] + 1
+    if cur is not None and (int(version), str(path)) == (cur["version"], cur["path"]):
+        return cur  # published already (a resume, a retried call): nothing to do
     if cur is not None and int(version) <= cur["version"]:  # the registry checks again (races)
         raise ValueError(f"RM version {version} is not newer than the current version {cur['version']} "
                          f"({cur['path']}); versions never go backwards: pass a larger --version")
@@ -62,6 +92,23 @@ def publish_rm(path: str | Path, version: int | None = None, meta: dict | None =
 
 def current_version(app_name: str = APP_NAME) -> dict | None:
     return ray.get(get_registry(app_name).current.remote())
+
+
+def publish_resumed(path: str | Path, version: int, app_name: str = APP_NAME) -> dict:
+    """Make a (resumed) run's newest RM the served one; returns the registry entry it serves as.
+
+    The version is the larger of the run's and the registry's: the same (version, path) again is
+    a no-op; a registry that is ahead (the run crashed between publishing and checkpointing, or kept
+    its endpoint alive) gets the checkpoint republished as its version + 1, so the run's next refit
+    must be newer than that, never "not newer".
+    """
+    path = _check_checkpoint(path)
+    cur = ray.get(get_registry(app_name, create=True).current.remote())
+    if cur is not None and (cur["version"], cur["path"]) != (int(version), str(path)) and cur["version"] >= version:
+        log.info("the endpoint's registry is at RM v%d (%s); serving this run's %s as v%d",
+                 cur["version"], cur["path"], path, cur["version"] + 1)
+        version = cur["version"] + 1
+    return publish_rm(path, version, app_name=app_name)
 
 
 def start_server(
@@ -86,12 +133,13 @@ def start_server(
 
     if not ray.is_initialized():
         raise RuntimeError("start_server needs a Ray connection: call ray.init() first")
+    placement = placement or PlacementConfig().serve
+    settings = ReplicaSettings.from_config(cfg, torch_threads, placement.num_gpus, precision)  # token, bind check
     registry = get_registry(app_name, create=True)
     cur = ray.get(registry.current.remote())
     if cur is None or (version is not None and version > cur["version"]):
         publish_rm(checkpoint, version, app_name=app_name)
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
-    placement = placement or PlacementConfig().serve
     options: dict = {
         "max_ongoing_requests": cfg.max_ongoing_requests,
         "ray_actor_options": placement.ray_options(),
@@ -105,11 +153,29 @@ def start_server(
         }
     else:
         options["num_replicas"] = cfg.replicas
-    settings = ReplicaSettings.from_config(cfg, torch_threads, placement.num_gpus, precision)
     app = RewardModelServer.options(**options).bind(app_name, settings)
     serve.run(app, name=app_name, route_prefix=route_prefix, blocking=False)
-    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
-    return f"http://{host}:{cfg.port}{route_prefix.rstrip('/')}"
+    http = ray.get(_controller().get_http_config.remote())  # Serve already running keeps its own host/port
+    if (http.host, http.port) != (cfg.host, cfg.port):
+        log.warning("Serve was already running on %s:%s; serve.host/serve.port (%s:%s) do not apply",
+                    http.host, http.port, cfg.host, cfg.port)
+    host = "127.0.0.1" if http.host in ("0.0.0.0", "::") else http.host
+    return f"http://{host}:{http.port}{route_prefix.rstrip('/')}"
+
+
+def _controller():
+    from ray.serve.context import _get_global_client
+
+    return _get_global_client()._controller
+
+
+def url_lines(url: str, replicas: list[str]) -> list[str]:
+    """How to reach an endpoint, for the CLI and the run log: every full URL, OpenRLHF's included."""
+    lines = [f"RM endpoint: {url}  (POST {url}/v1/score, GET {url}/health, GET {url}/v1/model)",
+             f"OpenRLHF remote_url: {url}/get_reward"]
+    if replicas:
+        lines.append(f"each replica also answers on its own port, without the proxy hop: {' '.join(replicas)}")
+    return lines
 
 
 def replica_urls(app_name: str = APP_NAME, timeout_s: float = 30.0) -> list[str]:
@@ -121,9 +187,7 @@ def replica_urls(app_name: str = APP_NAME, timeout_s: float = 30.0) -> list[str]
     proxies, named for no app. Waits up to `timeout_s` for a replica to have its port, since
     `serve.run` returns before the port is recorded (until then the app's target is the proxy).
     """
-    from ray.serve.context import _get_global_client
-
-    controller = _get_global_client()._controller
+    controller = _controller()
     proxy_port = ray.get(controller.get_http_config.remote()).port
     deadline = time.monotonic() + timeout_s
     while True:
@@ -140,7 +204,12 @@ def replica_urls(app_name: str = APP_NAME, timeout_s: float = 30.0) -> list[str]
 
 def stop_server(app_name: str = APP_NAME) -> None:
     """Delete the app and its version registry (Serve itself keeps running for other apps)."""
-    serve.delete(app_name)
+    from ray.serve.exceptions import RayServeException
+
+    try:
+        serve.delete(app_name)  # no such app: nothing to do
+    except RayServeException:  # no Serve instance on this cluster (any more)
+        pass
     try:
         ray.kill(get_registry(app_name))
     except LookupError:

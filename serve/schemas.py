@@ -7,6 +7,7 @@ rather than baked into the models; exceeding one is a 413 whose message names th
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
@@ -60,6 +61,22 @@ class LimitError(Exception):
 
 class PairError(Exception):
     """A /get_reward query that its prompt does not prefix, or lists of different lengths (HTTP 422)."""
+
+
+class NonFiniteScore(Exception):
+    """The RM gave NaN or +-inf for an item (a broken checkpoint, or an overflow in its dtype): HTTP 500
+    with a JSON body naming the item, never a bare 500 from JSON encoding."""
+
+    def __init__(self, item: str, value: float, version: int):
+        super().__init__(f"the reward model (version {version}) gave a non-finite score ({value}) for {item}")
+        self.item, self.version = item, version
+
+
+def check_finite(scores: list[float], field: str, version: int) -> None:
+    """Raise NonFiniteScore naming the first item (`field[i]`) whose score is NaN or infinite."""
+    for i, s in enumerate(scores):
+        if not math.isfinite(s):
+            raise NonFiniteScore(f"{field}[{i}]", s, version)
 
 
 def check_limits(texts: dict[str, list[str]], n_items: int, max_items: int, max_text_chars: int) -> None:

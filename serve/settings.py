@@ -1,17 +1,59 @@
 """What each RM endpoint replica is started with: the `serve:` section as it is, plus what the
 launcher derives (the bearer token's hash, never the token; the registry poll interval; the GPUs
 `placement.serve` reserves per replica and the run's `precision`, from which the replica picks its
-device and the dtype of its weights: frft_ray/devices.py)."""
+device and the dtype of its weights: frft_ray/devices.py).
+
+The token comes from `serve.auth_token_file` when set, else from the env var `serve.auth_token_env`
+names. A host other than loopback with no token is refused (`check_bind`) unless
+`serve.allow_insecure: true`: the endpoint would score for anyone on the network.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
-from frft_ray.config import ServeConfig
+from frft_ray.config import ConfigError, ServeConfig
 
 POLL_S = 0.5
+
+
+def resolve_token(cfg: ServeConfig, environ=None) -> str | None:
+    """The bearer token: `auth_token_file`'s text when set (an unreadable or empty file is a ConfigError
+    naming the key), else the value of env var `auth_token_env`; None when neither gives one."""
+    if cfg.auth_token_file:
+        path = Path(cfg.auth_token_file).expanduser()
+        try:
+            token = path.read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"serve.auth_token_file: cannot read {path}: {e.strerror}") from None
+        if not token:
+            raise ConfigError(f"serve.auth_token_file: {path} is empty")
+        return token
+    environ = os.environ if environ is None else environ
+    return (environ.get(cfg.auth_token_env) or "").strip() or None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: we cannot know where it resolves
+        return False
+
+
+def check_bind(cfg: ServeConfig, token: str | None) -> None:
+    """Refuse to expose an endpoint without a token beyond loopback, unless `serve.allow_insecure`."""
+    if token or cfg.allow_insecure or is_loopback(cfg.host):
+        return
+    raise ConfigError(
+        f"serve.host={cfg.host} exposes the RM endpoint beyond this machine but no token is set: put one in the "
+        f"file serve.auth_token_file names, or in the env var ${cfg.auth_token_env} (serve.auth_token_env), or set "
+        "serve.allow_insecure=true to serve without auth on a trusted network")
 
 
 @dataclass(frozen=True)
@@ -26,7 +68,8 @@ class ReplicaSettings:
     @classmethod
     def from_config(cls, cfg: ServeConfig, torch_threads: int = 1, num_gpus: float = 0.0,
                     precision: str = "auto") -> "ReplicaSettings":
-        """Reads the token from the environment variable `cfg.auth_token_env` names, here in the launcher."""
-        token = os.environ.get(cfg.auth_token_env) or None
+        """Reads the token here in the launcher (`resolve_token`) and refuses an insecure bind (`check_bind`)."""
+        token = resolve_token(cfg)
+        check_bind(cfg, token)
         return cls(cfg, hashlib.sha256(token.encode()).hexdigest() if token else None, POLL_S, torch_threads,
                    num_gpus, precision)

@@ -5,6 +5,9 @@ handle call reaches only one replica. Instead the driver (or `frft-ray serve --r
 here and every replica polls `current()` (~0.5 s) and swaps in place. The registry refuses a
 version that is not newer than the current one, so versions never go backwards.
 
+Each endpoint has its own registry (`registry_name(app_name)`; a run's app is named after its
+folder, `serve.launch.Endpoint`), so two runs on one cluster never share versions.
+
 It is detached and lives in its own namespace, so replicas (namespace "serve") and a second
 process (`--reload`) find it by name; `serve.launch.stop_server` kills it with the app.
 """
@@ -28,9 +31,12 @@ class VersionRegistry:
         self._history: list[dict] = []
 
     def publish(self, version: int, path: str, meta: dict | None = None) -> dict:
-        """Make `path` the current RM as `version`; it must be newer than the current one."""
+        """Make `path` the current RM as `version`; it must be newer than the current one, except that
+        publishing the current (version, path) again is a no-op (a resume, a retried call)."""
         version = int(version)
         cur = self.current()
+        if cur is not None and (version, str(path)) == (cur["version"], cur["path"]):
+            return cur
         if cur is not None and version <= cur["version"]:
             raise ValueError(
                 f"RM version {version} is not newer than the current version {cur['version']} "

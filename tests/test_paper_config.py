@@ -86,7 +86,8 @@ def _overrides(model_dir: Path, data_path: Path, port: int, cache_dir: Path) -> 
         "ppo.batch_size=8", "ppo.minibatch_size=4", "ppo.epochs=1",
         "frft.alpha=1", "frft.steps_per_iteration=1",
         f"eval.num_prompts={EVAL_PROMPTS}", "eval.onpolicy_pairs=8",
-        "serve.host=127.0.0.1", f"serve.port={port}", "serve.replicas=1",
+        "serve.host=127.0.0.1", f"serve.port={port}", "serve.replicas=1", "serve.auth_token_file=null",
+        "serve.keep_alive=true",
         "resources.address=null", "resources.num_cpus=2", "resources.torch_threads=1",
     ]
     for role in ("rollout", "learner", "reward_trainer", "embedder", "serve"):
@@ -102,6 +103,8 @@ def _overrides(model_dir: Path, data_path: Path, port: int, cache_dir: Path) -> 
 def test_paper_config_runs_end_to_end_on_cpu(ray_local, tmp_path, monkeypatch):
     import requests
     from ray import serve
+
+    from serve.launch import Endpoint, stop_server
 
     monkeypatch.delenv("FRFT_RAY_TOKEN", raising=False)  # serve.auth_token_env: the endpoint answers without auth
 
@@ -131,17 +134,16 @@ def test_paper_config_runs_end_to_end_on_cpu(ray_local, tmp_path, monkeypatch):
         assert saved_tok["pad_token"] == saved_tok["eos_token"] == "<|endoftext|>" and saved_tok["padding_side"] == "left"
         state = json.loads((RUN_DIR / "ckpt" / "frft-iter-001" / "driver_state.json").read_text())
         assert state["published"] == {"path": "ckpt/frft-iter-001/rm", "version": 1}
-        # the endpoint came up with the run and serves the refit RM
-        r = requests.post(f"http://127.0.0.1:{port}/v1/score", timeout=30, json={
+        # the endpoint came up with the run and serves the refit RM (kept up after it: serve.keep_alive)
+        url = f"http://127.0.0.1:{port}{Endpoint.for_folder(RUN_DIR).route_prefix}"
+        r = requests.post(f"{url}/v1/score", timeout=30, json={
             "items": [{"prompt": "\n\nHuman: How do I fix a lamp?\n\nAssistant:", "response": " Unplug it first."}]})
         assert r.status_code == 200, r.text
         assert r.json()["model_version"] == 1 and len(r.json()["scores"]) == 1
-        served = requests.get(f"http://127.0.0.1:{port}/v1/model", timeout=30).json()
+        served = requests.get(f"{url}/v1/model", timeout=30).json()
         assert Path(served["checkpoint"]) == RUN_DIR / "ckpt" / "frft-iter-001" / "rm"
     finally:
-        from serve.launch import stop_server
-
         try:
-            stop_server()
+            stop_server(Endpoint.for_folder(RUN_DIR).app_name)
         finally:
             serve.shutdown()

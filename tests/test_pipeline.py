@@ -99,13 +99,16 @@ def test_resume_continues_from_iteration_two_with_live_endpoint(ray_local):
     shutil.rmtree(run_dir, ignore_errors=True)
     port = 18557
     cfg = load_config("micro", ["frft.compare_vanilla=false", "frft.stop_after=1", "frft.steps_per_iteration=2",
-                                "serve.enabled=true", f"serve.port={port}"])
+                                "serve.enabled=true", f"serve.port={port}", "serve.keep_alive=true"])
+    from serve.launch import Endpoint, stop_server
+
+    url = f"http://127.0.0.1:{port}{Endpoint.for_folder(run_dir).route_prefix}"  # the run's own route
     seen, stop = [], threading.Event()
 
     def poll():
         while not stop.is_set():
             try:
-                seen.append(requests.get(f"http://127.0.0.1:{port}/v1/model", timeout=2).json()["model_version"])
+                seen.append(requests.get(f"{url}/v1/model", timeout=2).json()["model_version"])
             except (requests.RequestException, ValueError, KeyError):
                 pass
             stop.wait(0.3)
@@ -114,15 +117,13 @@ def test_resume_continues_from_iteration_two_with_live_endpoint(ray_local):
     poller.start()
     try:
         _run_resume_scenario(cfg, run_dir)
-        r = requests.post(f"http://127.0.0.1:{port}/v1/score",
+        r = requests.post(f"{url}/v1/score",
                           json={"items": [{"prompt": "\n\nHuman: hi\n\nAssistant:", "response": " Hello."}]}, timeout=10)
         assert r.status_code == 200 and r.json()["model_version"] == 2
     finally:
         stop.set()
         poller.join()
-        from serve.launch import stop_server
-
-        stop_server()  # the app and its (detached) version registry, so later tests start clean
+        stop_server(Endpoint.for_folder(run_dir).app_name)  # kept alive by the run: the app and its registry
         serve.shutdown()
     assert seen and seen == sorted(seen) and seen[-1] == 2  # the endpoint followed every refit, forward only
 

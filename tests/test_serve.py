@@ -72,7 +72,8 @@ def test_scores_match_direct_rm(server, ckpts):
     info = requests.get(URL + "/v1/model", timeout=10).json()
     assert info["model_version"] == 1 and info["iteration"] == 0 and info["heldout_accuracy"] == pytest.approx(0.6)
     assert info["checkpoint"] == ckpts[1] and info["device"] == "cpu/fp32"  # placement.serve: no GPU; auto
-    assert requests.get(URL + "/health", timeout=10).json() == {"status": "ok", "model_version": 1}
+    assert requests.get(URL + "/health", timeout=10).json() == {"status": "ok", "model_version": 1,
+                                                                 "wanted_version": 1, "last_error": None}
 
 
 def test_openrlhf_round_trip(server, ckpts):
@@ -119,6 +120,52 @@ def test_bad_input_is_4xx_with_message(server, path, body, data, status, needle)
 def test_oversized_body_refused_before_parsing(server):
     r = post("/v1/score", data="x" * 3_000_000, headers={"content-type": "application/json"})
     assert r.status_code == 413 and "bytes" in r.json()["message"]
+
+
+MAX_BODY = 8 * (200 * 6 + 64) + 4096  # what the app derives from the fixture's max_items and max_text_chars
+
+
+def raw_post(base: str, path: str, headers: dict, parts: list[bytes], timeout: float = 20.0) -> tuple[int, dict]:
+    """POST over a plain socket, sending `parts` as they are and never ending the body: a server that
+    waited for the whole body would answer only after `timeout` (and the test would fail)."""
+    import http.client
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(base)
+    with socket.create_connection((u.hostname, u.port), timeout=timeout) as sock:
+        head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": u.hostname, "Content-Type": "application/json",
+                                                      **headers}.items())
+        sock.sendall(f"POST {u.path}{path} HTTP/1.1\r\n{head}\r\n".encode())
+        try:
+            for part in parts:
+                sock.sendall(part)
+        except OSError:  # the server answered and closed while we were still sending: read its answer
+            pass
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        return resp.status, json.loads(resp.read())
+
+
+def refused_mid_stream(base: str) -> None:
+    """A body past the limit is refused while it streams in (chunked, no Content-Length), and a
+    Content-Length past it before any of the body is read."""
+    chunk = b"x" * 4096
+    parts = [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * (MAX_BODY // len(chunk) + 2)  # no last chunk: never ends
+    status, err = raw_post(base, "/v1/score", {"Transfer-Encoding": "chunked"}, parts)
+    assert status == 413 and err["limit"] == "max_body_bytes" and err["max"] == MAX_BODY, err
+    assert f"more than {MAX_BODY} bytes" in err["message"]
+    status, err = raw_post(base, "/get_reward", {"Content-Length": "50000000"}, [b'{"query": ["'])
+    assert status == 413 and "50000000 bytes (Content-Length)" in err["message"], err
+
+
+def test_body_limit_applies_while_streaming(server):
+    refused_mid_stream(URL)
+    # a body under the limit in chunks still reaches the route whole
+    body = json.dumps({"items": [{"prompt": p, "response": q} for p, q in PAIRS]}).encode()
+    r = requests.post(URL + "/v1/score", data=iter([body[:10], body[10:]]), timeout=30,
+                      headers={"content-type": "application/json"})
+    assert r.status_code == 200 and len(r.json()["scores"]) == len(PAIRS), r.text
 
 
 def test_auth(server):
