@@ -28,6 +28,13 @@ class BenchmarkConfig(Section):
     sft_size: int = Field(2000, ge=1, description="SFT demonstrations (prompt, response) generated for the policy")
     pool_size: int = Field(20000, ge=10, description="preference pairs generated for the RM (held-out pairs included)")
     eval_prompts: int = Field(200, ge=1, description="held-out evaluation prompts generated (never trained on)")
+    annotators: Literal["adversarial", "uniform", "hh_like"] = Field(
+        "adversarial", description="who labels the pool: adversarial (biased pools, pooled agreement with gold ~49%); "
+        "uniform (every pool follows gold at label_accuracy); hh_like (milder biases, pooled ~70%) (ours)"
+    )
+    label_accuracy: float = Field(
+        0.72, ge=0.5, le=1.0, description="how often each pool's label follows gold under annotators=uniform (ours)"
+    )
 
 
 class FieldNames(Section):
