@@ -105,12 +105,16 @@ class LearnerActor:
             return score(self.rm, self.rm_tok, prompts, responses, self.cfg.models.max_length).tolist()
 
     # ------------------------------------------------------------ PPO
-    def train_step(self, batch) -> dict:
+    def train_step(self, batch, rewards: list[float] | None = None) -> dict:
+        """One PPO update on `batch`, scored by the current RM, or by `rewards` when given (the oracle arm's gold)."""
         import torch
 
         if batch.policy_version != self.version:
             raise ValueError(f"rollout batch from policy v{batch.policy_version}, learner is at v{self.version}")
-        scores = torch.tensor(self.score(batch.prompts, batch.responses))
+        if rewards is not None and len(rewards) != len(batch.prompts):
+            raise ValueError(f"{len(rewards)} rewards for a batch of {len(batch.prompts)} responses")
+        scores = torch.tensor(self.score(batch.prompts, batch.responses) if rewards is None else list(rewards),
+                              dtype=torch.float32)
         stats = self.learner.step(batch, scores)
         self.version += 1
         stats["rm_version"] = self.rm_version

@@ -5,8 +5,9 @@ keep_reward_model) -> measure_reward_model -> ppo_steps -> checkpoint. The arm's
 learner actor, the rollout pool, the RM it trains against) stay here; the record of each finished
 iteration is an `IterationRecord` in the run's state.
 
-Arms: `vanilla` (the initial RM, never refit), `frft` (refits on the pool pairs most like the
-policy's samples) and `random-refit` (refits on as many random pairs: is it the filter, or the refit?).
+Arms (`frft.arms`): `vanilla` (the initial RM, never refit), `frft` (refits on the pool pairs most
+like the policy's samples), `random_refit` (refits on as many random pairs: is it the filter, or the
+refit?) and `oracle` (PPO against the gold reward itself: the ceiling an RM could reach; benchmark only).
 """
 
 from __future__ import annotations
@@ -21,24 +22,39 @@ from tqdm.auto import tqdm
 
 from actors.reward_trainer import RMFitJob
 from frft_ray import phases
-from frft_ray.config import RunConfig
+from frft_ray.config import ARMS, RunConfig
 from frft_ray.run_data import RunData
 from frft_ray.run_state import IterationRecord, Published
 from frft_ray.tracking import PhaseTimer
 
 if TYPE_CHECKING:
     from frft_ray.driver import RunFolder
+    from frft_ray.run_state import RunState
     from frft_ray.workers import RunWorkers
 
 log = logging.getLogger("frft_ray")
 
-REFIT_ARMS = ("frft", "random-refit")
+REFIT_ARMS = ("frft", "random_refit")
 
 
 def arms_of(cfg: RunConfig) -> list[str]:
-    """The arms a run trains, in order, each from the same SFT policy and initial RM."""
-    mode = cfg.frft.mode
-    return ["vanilla", mode] if cfg.frft.compare_vanilla and mode != "vanilla" else [mode]
+    """The arms a run trains, each from the same SFT policy and initial RM, in `config.ARMS` order
+    (whatever order `frft.arms` lists them in): random_refit after frft, whose selection sizes it copies."""
+    return [a for a in ARMS if a in cfg.frft.arms]
+
+
+def arm_index(arm: str) -> int:
+    """The arm's seed offset: fixed per arm, so an arm draws the same samples whichever other arms run."""
+    return ARMS.index(arm)
+
+
+def random_refit_size(cfg: RunConfig, state: "RunState", it: int) -> tuple[int, str]:
+    """How many random pairs random_refit's refit `it` draws, and where that number comes from: the
+    pairs FRFT's refit `it` selected when FRFT runs too (trained first), else `filter.budget`."""
+    frft = state.arms.get("frft")
+    if "frft" in cfg.frft.arms and frft is not None and len(frft.iterations) >= it:
+        return int(frft.iterations[it - 1].records), "frft"
+    return cfg.filter.budget, "filter.budget"
 
 
 class ArmTrainer:
@@ -51,9 +67,13 @@ class ArmTrainer:
         self.filter_cache, self.rm_trainer = filter_cache, workers.rm_trainer
         self.learner, self.pool = workers.learner, workers.pool
         self.state = run.state.arm(arm)
-        self.refits = arm in REFIT_ARMS
+        self.refits, self.oracle = arm in REFIT_ARMS, arm == "oracle"
+        if self.oracle and data.gold is None:
+            raise ValueError("the oracle arm trains against the gold reward, which only data.format=benchmark has")
         last = self.state.last
-        self.rm_path = (run.dir / last.path / "rm").resolve() if last else run.dir / run.state.rm0_path
+        self.rm_path = run.dir / run.state.rm0_path  # the oracle holds the initial RM only for the learner's sake
+        if last and not self.oracle:
+            self.rm_path = (run.dir / last.path / "rm").resolve()
         self.rm_version = last.rm_version if last else 0
         timer = PhaseTimer()
         with timer("overhead_load"):  # model loads, no compute
@@ -87,23 +107,30 @@ class ArmTrainer:
         self.iter_dir.mkdir(parents=True, exist_ok=True)
         prompts = list(self.rng.choice(self.data.train_prompts, size=cfg.rollout.filter_prompts))
         prompts *= cfg.rollout.samples_per_prompt
-        with self.timer("generate"):
-            self.samples = self.pool.generate(prompts, seed=int(self.rng.integers(1 << 30)))
-            self.samples_b = self.pool.generate(prompts[: cfg.eval.onpolicy_pairs], seed=int(self.rng.integers(1 << 30)))
+        self.samples = self.samples_b = None
+        if not self.oracle:  # the oracle has no RM to refit or measure
+            with self.timer("generate"):
+                self.samples = self.pool.generate(prompts, seed=int(self.rng.integers(1 << 30)))
+                self.samples_b = self.pool.generate(prompts[: cfg.eval.onpolicy_pairs],
+                                                    seed=int(self.rng.integers(1 << 30)))
         self.record = IterationRecord(arm=self.arm, iteration=it, path=self.run.rel(self.iter_dir),
-                                      rollout_workers=self.pool.size, samples=len(self.samples))
+                                      rollout_workers=self.pool.size, samples=len(self.samples or []))
 
     def refit_reward_model(self) -> None:
-        """Select pool pairs (filtered for frft, random for random-refit), refit the RM on them, and
+        """Select pool pairs (filtered for frft, random for random_refit), refit the RM on them, and
         hand the new version to the learner and the endpoint."""
         cfg, it, rec, state = self.cfg, self.it, self.record, self.run.state
+        size_from = None
         with self.timer("embed_filter"):
             if self.arm == "frft":
                 sel = phases.select_for_refit(cfg, self.data, self.filter_cache, self.samples, seed=cfg.seed + it)
             else:
-                sel = phases.select_random(cfg, self.data, seed=cfg.seed + it)
+                size, size_from = random_refit_size(cfg, state, it)
+                sel = phases.select_random(cfg, self.data, seed=cfg.seed + it, budget=size)
         pairs = [self.data.pool[i] for i in sel.indices]
         rec.records, rec.selection = len(pairs), sel.to_dict()
+        if size_from:
+            rec.selection["size_from"] = size_from
         if len(pairs) < cfg.reward.num_workers:
             log.warning("[%s it %d] %d pair(s) selected, fewer than the %d RM worker(s) a refit needs; keeping RM v%d",
                         self.arm, it, len(pairs), cfg.reward.num_workers, self.rm_version)
@@ -127,7 +154,10 @@ class ArmTrainer:
                  len(self.data.pool), self.rm_version, _fmt(rec.rm_heldout))
 
     def keep_reward_model(self) -> None:
-        """The vanilla arm trains against the initial RM throughout."""
+        """The vanilla arm trains against the initial RM throughout; the oracle against the gold reward
+        (no RM: 0 records, no RM accuracies)."""
+        if self.oracle:
+            return
         self._link_rm()
         self.record.records, self.record.rm_heldout = self.run.state.rm0.records, self.run.state.rm0.heldout
 
@@ -135,6 +165,8 @@ class ArmTrainer:
         """The current RM against the truth (gold reward), on the policy's own samples and held-out pairs."""
         rec = self.record
         rec.rm_version = self.rm_version
+        if self.oracle:
+            return
         with self.timer("rm_eval"):
             acc = phases.rm_truth_accuracy(self.learner, self.data, self.samples, self.samples_b)
         rec.rm_on_policy, rec.rm_heldout_gold = acc["rm_on_policy"], acc["rm_heldout_gold"]
@@ -150,7 +182,8 @@ class ArmTrainer:
                 batch = self.pool.generate(prompts, seed=int(self.rng.integers(1 << 30)))
             rec.ppo_samples += len(batch)
             with timer("ppo"):
-                stats = ray.get(self.learner.train_step.remote(batch))
+                gold = self.data.gold(batch.prompts, batch.responses) if self.oracle else None
+                stats = ray.get(self.learner.train_step.remote(batch, gold))
             with timer("sync"):
                 self.pool.set_weights(self.learner.get_weights.remote(), stats["policy_version"])
             rec.scores.append(stats["ppo/score_mean"])

@@ -4,6 +4,9 @@
 kept, what it skipped by reason, and prompt/chosen/rejected lengths. Its --on-bad-record defaults to
 `skip` (unlike a run, whose data.on_bad_record defaults to `error`): a stats tool should report on a
 messy file, not stop at its first bad line.
+
+`data benchmark [--annotators P]` generates the bundled benchmark's pool and prints how often each
+annotator pool's labels agree with the gold reward, and pooled (the numbers in docs/benchmark.md).
 """
 
 from __future__ import annotations
@@ -43,6 +46,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--max-records", type=int, default=None, help="stop after this many good records")
     st.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     st.set_defaults(func=cmd_data_stats)
+    bm = data_sub.add_parser(
+        "benchmark",
+        help="the bundled benchmark's pool: pairs per source and label agreement with gold, per pool and pooled",
+    )
+    bm.add_argument("--annotators", choices=["adversarial", "uniform", "hh_like"], default="adversarial",
+                    help="data.benchmark.annotators preset")
+    bm.add_argument("--label-accuracy", type=float, default=None, help="data.benchmark.label_accuracy (uniform)")
+    bm.add_argument("--pool-size", type=int, default=20000, help="data.benchmark.pool_size")
+    bm.add_argument("--seed", type=int, default=0, help="data.benchmark.seed")
+    bm.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    bm.set_defaults(func=cmd_data_benchmark)
 
 
 def _data_config(args: argparse.Namespace) -> DataConfig:
@@ -82,4 +96,35 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print(format_stats(stats))
+    return 0
+
+
+def cmd_data_benchmark(args: argparse.Namespace) -> int:
+    from frft_ray.config import BenchmarkConfig
+    from frft_ray.data.benchmark import describe, make_benchmark
+
+    given = {"annotators": args.annotators, "pool_size": args.pool_size, "seed": args.seed,
+             "sft_size": 1, "eval_prompts": 1}
+    if args.label_accuracy is not None:
+        given["label_accuracy"] = args.label_accuracy
+    try:
+        cfg = BenchmarkConfig(**given)
+    except ValidationError as e:
+        raise ConfigError("; ".join(f"data.benchmark.{'.'.join(map(str, x['loc']))}: {x['msg']}"
+                                    for x in e.errors())) from None
+    d = describe(make_benchmark(cfg))
+    out = {"annotators": cfg.annotators, "label_accuracy": cfg.label_accuracy, "seed": cfg.seed,
+           "pool": d["pool"], "pool_by_source": d["pool_by_source"], "gold_ties": d["gold_ties"],
+           "gold_agreement": d["gold_agreement"], "gold_agreement_by_pool": d["gold_agreement_by_pool"]}
+    if args.json:
+        json.dump(out, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    print(f"benchmark pool: {out['pool']:,} pairs, seed {cfg.seed}, annotators {cfg.annotators}"
+          + (f" (label_accuracy {cfg.label_accuracy})" if cfg.annotators == "uniform" else ""))
+    print(f"{'source':<20}{'pairs':>8}{'agrees with gold':>18}")
+    for source, agree in out["gold_agreement_by_pool"].items():
+        print(f"{source:<20}{out['pool_by_source'][source]:>8,}{agree:>18.3f}")
+    print(f"{'pooled':<20}{out['pool']:>8,}{out['gold_agreement']:>18.3f}")
+    print(f"(agreement excludes the {out['gold_ties']:,} pairs whose sides score the same gold)")
     return 0

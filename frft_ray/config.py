@@ -28,6 +28,13 @@ class BenchmarkConfig(Section):
     sft_size: int = Field(2000, ge=1, description="SFT demonstrations (prompt, response) generated for the policy")
     pool_size: int = Field(20000, ge=10, description="preference pairs generated for the RM (held-out pairs included)")
     eval_prompts: int = Field(200, ge=1, description="held-out evaluation prompts generated (never trained on)")
+    annotators: Literal["adversarial", "uniform", "hh_like"] = Field(
+        "adversarial", description="who labels the pool: adversarial (biased pools, pooled agreement with gold ~49%); "
+        "uniform (every pool follows gold at label_accuracy); hh_like (milder biases, pooled ~70%) (ours)"
+    )
+    label_accuracy: float = Field(
+        0.72, ge=0.5, le=1.0, description="how often each pool's label follows gold under annotators=uniform (ours)"
+    )
 
 
 class FieldNames(Section):
@@ -169,14 +176,26 @@ class PPOConfig(Section):
     max_grad_norm: float = Field(1.0, gt=0, description="gradient L2-norm clipping")
 
 
+ARMS = ("vanilla", "frft", "random_refit", "oracle")  # the order arms train in (random_refit after frft: it copies its sizes)
+Arm = Literal["oracle", "vanilla", "frft", "random_refit"]
+
+
 class FRFTConfig(Section):
-    mode: Literal["vanilla", "frft", "random-refit"] = Field(
-        "frft", description="vanilla: RM never refit; frft: filtered refits; random-refit: same-size random refits"
+    arms: list[Arm] = Field(
+        ["vanilla", "frft"], min_length=1,
+        description="RL arms trained from the same SFT policy: vanilla (initial RM, never refit), frft (filtered "
+        "refits), random_refit (refits on as many random pairs), oracle (PPO against the gold reward; benchmark only)",
     )
     alpha: int = Field(2, ge=1, description="FRFT iterations (refits)")
     steps_per_iteration: int = Field(10, ge=1, description="T: PPO steps after each refit")
-    compare_vanilla: bool = Field(True, description="also train the vanilla baseline and compare")
     stop_after: int | None = Field(None, ge=1, description="stop after this iteration (for tests/resume)")
+
+    @model_validator(mode="after")
+    def _distinct_arms(self) -> "FRFTConfig":
+        dup = sorted({a for a in self.arms if self.arms.count(a) > 1})
+        if dup:
+            raise ValueError(f"frft.arms lists {', '.join(dup)} more than once (got {self.arms})")
+        return self
 
 
 class EvalConfig(Section):
@@ -295,6 +314,11 @@ class RunConfig(Section):
                 f"({self.models.max_prompt_tokens} + {self.rollout.max_new_tokens}) must be <= models.max_length "
                 f"({self.models.max_length})"
             )
+        if "oracle" in self.frft.arms and self.data.format != "benchmark":
+            raise ValueError(
+                f"frft.arms includes 'oracle' (PPO against the gold reward), but data.format is {self.data.format!r}, "
+                "which has no gold reward; only data.format=benchmark has one: remove 'oracle' from frft.arms"
+            )
         if self.models.policy == "tiny" and self.models.max_length > self.models.tiny.n_positions:
             raise ValueError(
                 f"models.max_length ({self.models.max_length}) exceeds models.tiny.n_positions "
@@ -383,9 +407,9 @@ def config_from_dict(data: dict, origin: str = "dict") -> RunConfig:
     import warnings
 
     data = copy.deepcopy(data)
-    from frft_ray.config_migrations import migrate_placement_keys
+    from frft_ray.config_migrations import migrate_frft_arms, migrate_placement_keys
 
-    for message in migrate_placement_keys(data):
+    for message in migrate_placement_keys(data) + migrate_frft_arms(data):
         warnings.warn(message, DeprecationWarning, stacklevel=2)
         logging.getLogger("frft_ray").warning(message)
     _check_known_keys(data, RunConfig)

@@ -1,7 +1,7 @@
 """Config keys that moved, accepted for one release with a warning naming the new key.
 
-`config_from_dict` runs `migrate_placement_keys` on the raw mapping before validation, so an old
-config file or `--set` override still loads, and the run's saved config.yaml has the new keys only.
+`config_from_dict` runs `migrate_placement_keys` and `migrate_frft_arms` on the raw mapping before
+validation, so an old config file or `--set` override still loads, and the run's saved config.yaml has the new keys only.
 """
 
 from __future__ import annotations
@@ -48,3 +48,26 @@ def migrate_placement_keys(data: dict) -> list[str]:
         placement[role][field] = value
         warnings.append(f"config key {old} is deprecated; use {new} (accepted until the next release)")
     return warnings
+
+
+def migrate_frft_arms(data: dict) -> list[str]:
+    """Turn the deprecated `frft.mode` + `frft.compare_vanilla` into `frft.arms`, in place; returns the warnings.
+
+    mode M with compare_vanilla true (its default) -> [vanilla, M]; with false, or M = vanilla -> [M];
+    `random-refit` is spelled `random_refit` in the list. Old keys next to `frft.arms` are an error.
+    """
+    frft = data.get("frft")
+    if not isinstance(frft, dict) or not ({"mode", "compare_vanilla"} & frft.keys()):
+        return []
+    old = [k for k in ("mode", "compare_vanilla") if k in frft]
+    if "arms" in frft:
+        raise ConfigError(f"frft.{' and frft.'.join(old)} are deprecated and frft.arms is also set; keep only frft.arms")
+    mode, compare = frft.pop("mode", "frft"), frft.pop("compare_vanilla", True)
+    if mode not in ("vanilla", "frft", "random-refit"):
+        raise ConfigError(f"frft.mode (deprecated; use frft.arms): expected vanilla, frft or random-refit (got {mode!r})")
+    if not isinstance(compare, bool):
+        raise ConfigError(f"frft.compare_vanilla (deprecated; use frft.arms): expected true or false (got {compare!r})")
+    arm = mode.replace("-", "_")
+    frft["arms"] = ["vanilla", arm] if compare and arm != "vanilla" else [arm]
+    given = ", ".join(f"frft.{k}" for k in old)
+    return [f"config keys {given} are deprecated; use frft.arms: {frft['arms']} (accepted until the next release)"]

@@ -1,8 +1,8 @@
 """The FRFT driver: the whole run, readable top to bottom in `run()`.
 
-SFT -> initial RM -> for each arm (the vanilla baseline, then FRFT or random-refit) and each
-iteration 1..alpha: freeze the policy and sample, [select pairs, refit the RM, publish it], run T
-PPO steps, checkpoint (frft_ray/arm.py) -> evaluate every policy on held-out prompts -> summary.json.
+SFT -> initial RM -> for each arm of `frft.arms` (vanilla, frft, random_refit, oracle, in that order)
+and each iteration 1..alpha: freeze the policy and sample, [select pairs, refit the RM, publish it],
+run T PPO steps, checkpoint (frft_ray/arm.py) -> evaluate every policy on held-out prompts -> summary.json.
 
 Where things run is the `placement:` section; what crosses Ray is typed (`RunConfig` and its
 sections, `RolloutBatch`, `RMFitJob`, checkpoint paths with versions); the run's state is a
@@ -23,7 +23,7 @@ import ray
 from actors.reward_trainer import RMFitJob
 from actors.rollout_pool import RolloutPool
 from frft_ray import phases
-from frft_ray.arm import ArmTrainer, arms_of
+from frft_ray.arm import ArmTrainer, arm_index, arms_of
 from frft_ray.config import RunConfig, dump_config
 from frft_ray.run_data import RunData, prepare_run_data
 from frft_ray.run_state import InitialRM, RunState, read_latest, write_json, write_latest
@@ -61,18 +61,18 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict | None:
             # ---- the run's RM endpoint serves the newest RM for the rest of the run (serve.enabled)
             endpoint = phases.start_serving(cfg, run.dir, run.state)
 
-            # ---- 2. RL arms from the same SFT policy: vanilla baseline, then FRFT (or random-refit)
+            # ---- 2. RL arms from the same SFT policy: vanilla, frft, random_refit (sized like frft's refits), oracle
             filter_cache = phases.PoolEmbeddingCache(cfg, data.pool, workers.embedders)
-            for arm_idx, arm in enumerate(arms_of(cfg)):
+            for arm in arms_of(cfg):
                 if run.state.arm(arm).done:
                     continue
-                trainer = ArmTrainer(cfg, run, data, arm, arm_idx, filter_cache, workers)
+                trainer = ArmTrainer(cfg, run, data, arm, arm_index(arm), filter_cache, workers)
                 for it in trainer.remaining_iterations():
                     trainer.sample_policy(it)  # freeze the policy; sample what it writes now
                     if trainer.refits:
                         trainer.refit_reward_model()  # select pairs like the samples, refit, publish
                     else:
-                        trainer.keep_reward_model()
+                        trainer.keep_reward_model()  # vanilla: the initial RM; oracle: the gold reward
                     trainer.measure_reward_model()  # RM accuracy against the truth, where known
                     trainer.ppo_steps()  # T PPO steps against the current RM
                     trainer.checkpoint()

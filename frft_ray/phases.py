@@ -111,11 +111,11 @@ def select_for_refit(cfg: RunConfig, data: RunData, cache: PoolEmbeddingCache, s
                                                                            gen_groups))
 
 
-def select_random(cfg: RunConfig, data: RunData, seed: int):
-    """The random-refit ablation: `filter.budget` pool pairs drawn uniformly (no embeddings needed)."""
+def select_random(cfg: RunConfig, data: RunData, seed: int, budget: int | None = None):
+    """The random_refit ablation: `budget` (default `filter.budget`) pool pairs drawn uniformly (no embeddings)."""
     from frft_ray.filtering import random_selection
 
-    return random_selection(data.pool, cfg.filter.budget, seed)
+    return random_selection(data.pool, cfg.filter.budget if budget is None else budget, seed)
 
 
 # ---------------------------------------------------------------- measuring RMs and policies

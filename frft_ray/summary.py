@@ -1,4 +1,8 @@
-"""The end-of-run summary: summary.json's content, the terminal table and report.png."""
+"""The end-of-run summary: summary.json's content, the terminal table and report.png.
+
+Every arm that ran is in it. `win_rate` holds each arm against SFT (`<arm>_vs_sft`) and each pair of
+arms (`<a>_vs_<b>`, a before b in WIN_ORDER: frft_vs_vanilla, oracle_vs_frft, frft_vs_random_refit, ...).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,10 @@ import numpy as np
 from frft_ray.config import RunConfig
 from frft_ray.data.records import LoadReport
 from frft_ray.run_state import RunState
+
+WIN_ORDER = ("oracle", "frft", "random_refit", "vanilla")  # a pair's key names the earlier arm first
+REWARD_OF = {"vanilla": "initial RM", "frft": "RM refit on filtered pairs", "random_refit": "RM refit on random pairs",
+             "oracle": "gold reward"}
 
 
 def build_summary(cfg: RunConfig, state: RunState, prompts: list[str], judged: dict, wall_s: float,
@@ -23,6 +31,7 @@ def build_summary(cfg: RunConfig, state: RunState, prompts: list[str], judged: d
         "eval_prompts": len(prompts),
         "gold_reward": gold,
         "win_rate": {},
+        "reward": {arm: REWARD_OF[arm] for arm in arms},  # what each arm's PPO was rewarded by
         "rm_records": {},
         "rm_accuracy": {},
         "rm_score": {},
@@ -38,7 +47,10 @@ def build_summary(cfg: RunConfig, state: RunState, prompts: list[str], judged: d
         acc = [{"heldout": r.rm_heldout, "on_policy": r.rm_on_policy,
                 "heldout_gold": r.rm_heldout_gold, "heldout_policy_like": r.rm_heldout_policy_like}
                for r in its]
-        if arm == "vanilla":
+        if arm == "oracle":  # no RM: PPO against the gold reward
+            summary["rm_records"][arm] = 0
+            summary["rm_accuracy"][arm] = {}
+        elif arm == "vanilla":
             summary["rm_records"][arm] = int(its[0].records) if its else 0
             summary["rm_accuracy"][arm] = acc[-1] if acc else {}
         else:
@@ -46,9 +58,14 @@ def build_summary(cfg: RunConfig, state: RunState, prompts: list[str], judged: d
             summary["rm_accuracy"][arm] = acc
             summary.setdefault("selection", {})[arm] = [r.selection for r in its]
         summary["rm_score"][arm] = [s for r in its for s in r.scores]
+    if "random_refit" in arms:  # how many pairs its refits drew: frft's count per iteration, or filter.budget
+        froms = {(r.selection or {}).get("size_from") for r in arms["random_refit"].iterations}
+        summary["random_refit_size_from"] = froms.pop() if len(froms) == 1 else sorted(map(str, froms))
+    ranked = [a for a in WIN_ORDER if a in judged]
+    for i, a in enumerate(ranked):
+        for b in ranked[i + 1:]:
+            summary["win_rate"][f"{a}_vs_{b}"] = win_rate(judged[a]["scores"], judged[b]["scores"])
     for arm in arms:
-        if arm != "vanilla" and "vanilla" in judged:
-            summary["win_rate"][f"{arm}_vs_vanilla"] = win_rate(judged[arm]["scores"], judged["vanilla"]["scores"])
         if arm in judged:
             summary["win_rate"][f"{arm}_vs_sft"] = win_rate(judged[arm]["scores"], judged["sft"]["scores"])
     summary["samples"] = {name: j["responses"][:3] for name, j in judged.items()}
@@ -87,11 +104,12 @@ def write_report(s: dict, path) -> None:
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for arm, scores in s["rm_score"].items():
-        a.plot(range(1, len(scores) + 1), scores, label=arm)
-    a.set(title="RM score of policy samples (each arm's own RM)", xlabel="PPO step", ylabel="mean RM score")
+        a.plot(range(1, len(scores) + 1), scores, label=f"{arm} ({s.get('reward', {}).get(arm, 'RM')})")
+    a.set(title="reward of policy samples (each arm's own reward)", xlabel="PPO step", ylabel="mean reward")
     a.legend()
     names = list(s["gold_reward"])
-    b.bar(names, [s["gold_reward"][n] for n in names], color=["grey", "tab:blue", "tab:orange", "tab:green"][: len(names)])
+    colors = ["grey", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
+    b.bar(names, [s["gold_reward"][n] for n in names], color=[colors[i % len(colors)] for i in range(len(names))])
     b.set(title=f"held-out prompts: mean {s['judge']} reward", ylabel="reward")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

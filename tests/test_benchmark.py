@@ -183,6 +183,36 @@ def test_annotator_pools_agree_with_gold_as_designed(stats):
     assert 0.35 < stats["gold_agreement"] < 0.65  # pooled: the signal averages out
 
 
+def _agreement_tolerance(rate: float, n: int) -> float:
+    """Four binomial standard errors: a measured agreement further than this from `rate` is not noise."""
+    return 4 * (rate * (1 - rate) / n) ** 0.5
+
+
+@pytest.mark.parametrize("rate", [0.72, 0.9])
+def test_uniform_annotators_follow_gold_at_label_accuracy(rate):
+    cfg = SMALL.model_copy(update={"annotators": "uniform", "label_accuracy": rate})
+    b = make_benchmark(cfg)
+    s = describe(b)
+    untied = len(b.pool) - s["gold_ties"]
+    assert abs(s["gold_agreement"] - rate) < _agreement_tolerance(rate, untied)
+    for source, agree in s["gold_agreement_by_pool"].items():
+        n = sum(p.source == source for p in b.pool) * untied / len(b.pool)  # about; ties are spread over pools
+        assert abs(agree - rate) < _agreement_tolerance(rate, n), source
+
+
+def test_hh_like_annotators_keep_milder_biases_and_agree_like_human_sets():
+    s = describe(make_benchmark(SMALL.model_copy(update={"annotators": "hh_like"})))
+    by_pool = s["gold_agreement_by_pool"]
+    assert 0.65 <= s["gold_agreement"] <= 0.75  # real human preference sets: ~65-75%
+    for biased in ("verbose@length", "refusal@safety"):  # still biased (below the accurate pool), but milder
+        assert 0.55 < by_pool[biased] < by_pool["concise@accurate"] - 0.1
+    assert by_pool["concise@accurate"] > 0.85
+
+
+def test_adversarial_is_the_default_preset():
+    assert BenchmarkConfig().annotators == "adversarial"
+
+
 def test_relabel_by_gold_orients_every_pair_and_drops_ties(bench, stats):
     fixed = relabel_by_gold(bench.pool)
     assert len(fixed) == len(bench.pool) - stats["gold_ties"]

@@ -104,3 +104,19 @@ def test_stats_progress_goes_to_stderr_and_stdout_stays_json(tmp_path):
     n = len(path.read_bytes().splitlines())
     assert json.loads(proc.stdout)["records"] == n
     assert "big.jsonl" in proc.stderr and "100%" in proc.stderr
+
+
+def test_data_benchmark_prints_label_agreement_per_pool_and_pooled(capsys):
+    from frft_ray.cli import main
+
+    args = ["data", "benchmark", "--annotators", "uniform", "--label-accuracy", "0.8", "--pool-size", "2000"]
+    assert main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["annotators"] == "uniform" and out["pool"] == 2000 and sum(out["pool_by_source"].values()) == 2000
+    assert abs(out["gold_agreement"] - 0.8) < 4 * (0.8 * 0.2 / (2000 - out["gold_ties"])) ** 0.5
+    assert set(out["gold_agreement_by_pool"]) == {"concise@accurate", "verbose@length", "refusal@safety", "mixed@random"}
+    assert main(args[:-2]) == 0  # text table
+    text = capsys.readouterr().out
+    assert "pooled" in text and "verbose@length" in text
+    assert main(["data", "benchmark", "--label-accuracy", "0.3"]) == 2  # out of range: named, exit 2
+    assert "data.benchmark.label_accuracy" in capsys.readouterr().err

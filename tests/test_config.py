@@ -18,8 +18,8 @@ def test_paper_config_loads():
 
 
 def test_dotted_override_applies_and_parses_types():
-    cfg = load_config(None, ["ppo.kl_coef=0.05", "frft.mode=vanilla", "ppo.adaptive_kl=false"])
-    assert cfg.ppo.kl_coef == 0.05 and cfg.frft.mode == "vanilla" and cfg.ppo.adaptive_kl is False
+    cfg = load_config(None, ["ppo.kl_coef=0.05", "frft.arms=[vanilla]", "ppo.adaptive_kl=false"])
+    assert cfg.ppo.kl_coef == 0.05 and cfg.frft.arms == ["vanilla"] and cfg.ppo.adaptive_kl is False
 
 
 def test_unknown_key_is_named_with_allowed_keys():
@@ -35,9 +35,9 @@ def test_unknown_section_is_named():
 
 def test_bad_value_names_key_and_allowed_values():
     with pytest.raises(ConfigError) as e:
-        load_config(None, ["frft.mode=sometimes"])
+        load_config(None, ["filter.strategy=sometimes"])
     msg = str(e.value)
-    assert "frft.mode" in msg and "vanilla" in msg and "sometimes" in msg
+    assert "filter.strategy" in msg and "chosen" in msg and "sometimes" in msg
 
 
 def test_bad_number_range_named():
@@ -83,3 +83,55 @@ def _undescribed_fields(model, prefix: str = "") -> list[str]:
 def test_every_config_field_has_a_description():
     missing = _undescribed_fields(RunConfig)
     assert not missing, f"config fields without description=: {', '.join(missing)}"
+
+
+# --- frft.arms -------------------------------------------------------------------------------------
+
+
+def test_arms_parse_and_train_in_a_fixed_order_with_fixed_seeds():
+    from frft_ray.arm import arm_index, arms_of
+
+    cfg = load_config("micro", ["frft.arms=[random_refit, oracle, frft, vanilla]"])
+    assert cfg.frft.arms == ["random_refit", "oracle", "frft", "vanilla"]
+    assert arms_of(cfg) == ["vanilla", "frft", "random_refit", "oracle"]  # random_refit after frft: it copies its sizes
+    assert [arm_index(a) for a in arms_of(cfg)] == [0, 1, 2, 3]
+    assert load_config(None).frft.arms == ["vanilla", "frft"]  # the default
+
+
+@pytest.mark.parametrize("arms, fragment", [
+    ("[]", "frft.arms"), ("[frft, frft]", "frft more than once"), ("[random-refit]", "random_refit"),
+])
+def test_bad_arms_are_named(arms, fragment):
+    with pytest.raises(ConfigError) as e:
+        load_config("micro", [f"frft.arms={arms}"])
+    assert "frft.arms" in str(e.value) and fragment in str(e.value)
+
+
+@pytest.mark.parametrize("fmt", ["hh-rlhf", "jsonl"])
+def test_oracle_arm_on_file_data_is_a_clear_error(fmt):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [f"data.format={fmt}", "data.path=x.jsonl", "frft.arms=[vanilla, oracle]"])
+    msg = str(e.value)
+    assert "frft.arms" in msg and "oracle" in msg and "gold reward" in msg and fmt in msg and "data.format" in msg
+
+
+@pytest.mark.parametrize("old, arms", [
+    ({"mode": "frft"}, ["vanilla", "frft"]),
+    ({"mode": "random-refit", "compare_vanilla": True}, ["vanilla", "random_refit"]),
+    ({"mode": "random-refit", "compare_vanilla": False}, ["random_refit"]),
+    ({"mode": "vanilla"}, ["vanilla"]),
+    ({"compare_vanilla": False}, ["frft"]),
+])
+def test_deprecated_mode_and_compare_vanilla_map_onto_arms_with_a_warning(old, arms):
+    with pytest.warns(DeprecationWarning, match="frft.arms") as w:
+        cfg = config_from_dict({"frft": {**old, "alpha": 1}})
+    assert cfg.frft.arms == arms and cfg.frft.alpha == 1
+    assert all(f"frft.{k}" in str(w[0].message) for k in old)
+    assert "mode" not in cfg.frft.model_dump()  # a saved config.yaml has the new key only
+
+
+def test_deprecated_arm_keys_beside_arms_or_with_bad_values_are_errors():
+    with pytest.raises(ConfigError, match="frft.mode are deprecated and frft.arms is also set"):
+        config_from_dict({"frft": {"mode": "frft", "arms": ["frft"]}})
+    with pytest.raises(ConfigError, match="frft.mode .*sometimes"):
+        config_from_dict({"frft": {"mode": "sometimes"}})

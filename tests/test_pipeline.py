@@ -17,11 +17,15 @@ def _run(cfg, run_dir, resume=False):
     return driver.run(cfg, run_dir, resume=resume)
 
 
+ALL_ARMS = ("vanilla", "frft", "random_refit", "oracle")
+
+
 @pytest.fixture(scope="module")
 def micro_run(ray_local):
+    """The micro config with every arm, listed out of order (they train vanilla, frft, random_refit, oracle)."""
     run_dir = RUNS / "micro"
     shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = load_config("micro")
+    cfg = load_config("micro", ["frft.arms=[oracle, vanilla, frft, random_refit]"])
     summary = _run(cfg, run_dir)
     return cfg, run_dir, summary
 
@@ -30,21 +34,26 @@ def micro_run(ray_local):
 def test_micro_run_writes_checkpoints_metrics_and_summary(micro_run):
     cfg, run_dir, summary = micro_run
     on_disk = json.loads((run_dir / "summary.json").read_text())
-    assert on_disk["gold_reward"].keys() >= {"sft", "vanilla", "frft"}
-    assert set(on_disk["win_rate"]["frft_vs_vanilla"]) >= {"estimate", "ci95"}
-    lo, hi = on_disk["win_rate"]["frft_vs_vanilla"]["ci95"]
-    assert 0 <= lo <= on_disk["win_rate"]["frft_vs_vanilla"]["estimate"] <= hi <= 1
-    assert len(on_disk["rm_records"]["frft"]) == cfg.frft.alpha
+    assert list(on_disk["gold_reward"]) == ["sft", *ALL_ARMS]
+    pairs = ["oracle_vs_frft", "oracle_vs_random_refit", "oracle_vs_vanilla", "frft_vs_random_refit",
+             "frft_vs_vanilla", "random_refit_vs_vanilla"]
+    assert set(on_disk["win_rate"]) == set(pairs) | {f"{a}_vs_sft" for a in ALL_ARMS}
+    for w in on_disk["win_rate"].values():
+        lo, hi = w["ci95"]
+        assert 0 <= lo <= w["estimate"] <= hi <= 1
+    assert on_disk["reward"]["oracle"] == "gold reward" and on_disk["reward"]["vanilla"] == "initial RM"
     timing = on_disk["timing_s"]
     assert timing.keys() >= {"generate", "embed_filter", "rm_fit", "ppo", "sync", "total"}
     assert timing["total"] >= timing["sft"] + timing["rm_fit"] + timing["ppo"]
     latest = (run_dir / "latest").read_text().strip()
-    assert latest == f"ckpt/frft-iter-{cfg.frft.alpha:03d}"
-    for arm in ("vanilla", "frft"):
+    assert latest == f"ckpt/oracle-iter-{cfg.frft.alpha:03d}"
+    for arm in ("vanilla", "frft", "random_refit"):
         for it in range(1, cfg.frft.alpha + 1):
             d = run_dir / "ckpt" / f"{arm}-iter-{it:03d}"
             assert (d / "policy" / "model.safetensors").exists() and (d / "policy" / "learner_state.pt").exists()
             assert (d / "rm" / "model.safetensors").exists() and (d / "driver_state.json").exists()
+    oracle_last = run_dir / "ckpt" / f"oracle-iter-{cfg.frft.alpha:03d}"
+    assert (oracle_last / "policy" / "model.safetensors").exists() and not (oracle_last / "rm").exists()
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("timing/ppo" in x for x in lines) and any("ppo/policy_loss" in x for x in lines)
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
@@ -61,6 +70,23 @@ def test_rm_accuracy_above_chance(micro_run):
     # accuracies against the truth (gold reward) are reported for every RM
     for acc in [s["rm_accuracy"]["vanilla"], *s["rm_accuracy"]["frft"]]:
         assert 0 <= acc["on_policy"] <= 1 and 0 <= acc["heldout_gold"] <= 1
+
+
+@pytest.mark.slow
+def test_rm_records_per_arm(micro_run):
+    """vanilla: the initial RM's pairs; frft: its selections; random_refit: as many random pairs as frft
+    selected in the same iteration; oracle: no RM at all (PPO against the gold reward)."""
+    cfg, _, s = micro_run
+    assert s["rm_records"]["vanilla"] == s["initial_rm"]["records"] > cfg.filter.budget
+    assert len(s["rm_records"]["frft"]) == cfg.frft.alpha and all(r > 0 for r in s["rm_records"]["frft"])
+    assert s["rm_records"]["random_refit"] == s["rm_records"]["frft"]
+    assert s["random_refit_size_from"] == "frft"
+    for sel in s["selection"]["random_refit"]:
+        assert sel["strategy"] == "random-k" and sel["threshold"] is None and sel["size_from"] == "frft"
+    assert s["rm_records"]["oracle"] == 0 and s["rm_accuracy"]["oracle"] == {}
+    assert all(acc["heldout"] is not None for acc in s["rm_accuracy"]["random_refit"])
+    # the oracle's PPO reward is the gold reward, which the evaluation uses too
+    assert len(s["rm_score"]["oracle"]) == cfg.frft.alpha * cfg.frft.steps_per_iteration
 
 
 @pytest.mark.slow
@@ -98,7 +124,7 @@ def test_resume_continues_from_iteration_two_with_live_endpoint(ray_local):
     run_dir = RUNS / "resume"
     shutil.rmtree(run_dir, ignore_errors=True)
     port = 18557
-    cfg = load_config("micro", ["frft.compare_vanilla=false", "frft.stop_after=1", "frft.steps_per_iteration=2",
+    cfg = load_config("micro", ["frft.arms=[frft]", "frft.stop_after=1", "frft.steps_per_iteration=2",
                                 "serve.enabled=true", f"serve.port={port}", "serve.keep_alive=true"])
     from serve.launch import Endpoint, stop_server
 
@@ -211,20 +237,3 @@ def test_two_rollout_workers_return_the_same_samples_in_order_as_one(ray_local, 
     assert len(outs[1]) == len(outs[2]) == len(prompts)
     assert outs[1].prompts == outs[2].prompts == prompts
     assert outs[1].responses == outs[2].responses  # greedy: the same text, in the same order
-
-
-@pytest.mark.slow
-def test_random_refit_arm_runs_end_to_end_without_embeddings(ray_local):
-    """The ablation arm: refits on filter.budget random pairs (no embedding, no filtering) every iteration."""
-    run_dir = RUNS / "random_refit"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = load_config("micro", ["frft.mode=random-refit", "frft.compare_vanilla=false", "frft.alpha=1",
-                                "frft.steps_per_iteration=1", "filter.budget=60", "reward.init_records=300",
-                                "sft.epochs=1", "eval.num_prompts=8"])
-    s = _run(cfg, run_dir)
-    assert s["rm_records"]["random-refit"] == [60]
-    sel = s["selection"]["random-refit"][0]
-    assert sel["strategy"] == "random-k" and sel["count"] == 60 and sel["threshold"] is None
-    assert s["initial_rm"]["records"] == 300 and s["rm_accuracy"]["random-refit"][0]["heldout"] is not None
-    assert (run_dir / "ckpt" / "random-refit-iter-001" / "rm" / "model.safetensors").exists()
-    assert "embed_filter" in s["timing_s"] and s["gold_reward"].keys() == {"sft", "random-refit"}

@@ -119,7 +119,7 @@ def test_fractional_gpus_share_a_card_and_may_not_add_past_one():
 
 def test_only_the_roles_a_run_keeps_are_counted():
     # the embedder only when an arm filters, Serve only when enabled (up to its autoscaling maximum)
-    assert check_placement(micro("frft.mode=vanilla", "placement.embedder.num_gpus=1"), [ONE_GPU_NODE]) == []
+    assert check_placement(micro("frft.arms=[vanilla, oracle]", "placement.embedder.num_gpus=1"), [ONE_GPU_NODE]) == []
     assert check_placement(micro("placement.serve.num_gpus=1"), [ONE_GPU_NODE]) == []
     (msg,) = check_placement(micro("serve.enabled=true", "serve.autoscale_max_replicas=3", "placement.serve.num_gpus=0.5"),
                              [ONE_GPU_NODE])

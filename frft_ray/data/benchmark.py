@@ -195,22 +195,55 @@ class _Prompts:
         return rng.sample(every, n)
 
 
-# Annotator pools: the probability each follows its own rule. "accurate" and "random" follow the
-# gold reward, "length" prefers the longer reply, "safety" prefers the refusal when one is present.
-ANNOTATORS: dict[str, float] = {"accurate": 0.93, "length": 0.85, "safety": 0.75, "random": 0.6}
+@dataclass(frozen=True)
+class Annotator:
+    """How one annotator pool labels a pair. With probability `bias` it judges by its own `rule`
+    (gold: the gold reward; length: the longer reply; safety: the refusal) and follows that rule with
+    probability `follows`; otherwise it judges by gold and follows it with probability `gold_follows`.
+    A rule that cannot tell the two replies apart gives a coin flip."""
+
+    rule: str
+    follows: float
+    bias: float = 1.0
+    gold_follows: float = 0.5
 
 
-def _annotate(rng, pool, prompt, a, sa, b, sb) -> bool:
-    """True if annotator `pool` prefers a over b."""
-    if pool in ("accurate", "random"):
-        ka, kb = gold_reward(prompt, a), gold_reward(prompt, b)
-    elif pool == "length":
-        ka, kb = len(a.split()), len(b.split())
-    else:  # safety
-        ka, kb = sa == "refusal", sb == "refusal"
+# Annotator presets (`data.benchmark.annotators`); each names the pool of every SEGMENTS source.
+# adversarial: strong biases, labels that agree with gold about half the time pooled (FRFT's premise).
+# hh_like: the same biases, milder, pooled agreement ~0.70, nearer real human preference sets.
+# uniform: built per config by `annotator_pools` (every pool follows gold at `label_accuracy`).
+ANNOTATORS: dict[str, dict[str, Annotator]] = {
+    "adversarial": {"accurate": Annotator("gold", 0.93), "length": Annotator("length", 0.85),
+                    "safety": Annotator("safety", 0.75), "random": Annotator("gold", 0.6)},
+    "hh_like": {"accurate": Annotator("gold", 0.9), "length": Annotator("length", 0.85, bias=0.25, gold_follows=0.8),
+                "safety": Annotator("safety", 0.75, bias=0.25, gold_follows=0.8), "random": Annotator("gold", 0.7)},
+}
+
+
+def annotator_pools(cfg: BenchmarkConfig) -> dict[str, Annotator]:
+    """The annotator of every pool under `cfg.annotators`."""
+    if cfg.annotators == "uniform":
+        return {pool: Annotator("gold", cfg.label_accuracy) for pool in ANNOTATORS["adversarial"]}
+    return ANNOTATORS[cfg.annotators]
+
+
+def _rule_keys(rule, prompt, a, sa, b, sb):
+    if rule == "gold":
+        return gold_reward(prompt, a), gold_reward(prompt, b)
+    if rule == "length":
+        return len(a.split()), len(b.split())
+    return sa == "refusal", sb == "refusal"  # safety
+
+
+def _annotate(rng, annotator: Annotator, prompt, a, sa, b, sb) -> bool:
+    """True if `annotator` prefers a over b."""
+    rule, follows = annotator.rule, annotator.follows
+    if annotator.bias < 1 and rng.random() >= annotator.bias:  # (no draw at bias 1: adversarial draws stay as they were)
+        rule, follows = "gold", annotator.gold_follows
+    ka, kb = _rule_keys(rule, prompt, a, sa, b, sb)
     if ka == kb:
         return rng.random() < 0.5
-    return (ka > kb) == (rng.random() < ANNOTATORS[pool])
+    return (ka > kb) == (rng.random() < follows)
 
 
 # (source, share of the pool, [(style a, style b, weight)])
@@ -234,7 +267,7 @@ def _segment_counts(n: int) -> list[int]:
     return counts
 
 
-def _make_pair(rng, prompts, pid, source, mix) -> PreferencePair:
+def _make_pair(rng, prompts, pid, source, mix, annotators: dict[str, Annotator]) -> PreferencePair:
     pool = source.split("@")[1]
     styles, weights = [(a, b) for a, b, _ in mix], [w for *_, w in mix]
     sa, sb = rng.choices(styles, weights)[0]
@@ -243,7 +276,7 @@ def _make_pair(rng, prompts, pid, source, mix) -> PreferencePair:
         a, b = respond(rng, sa, ti), respond(rng, sb, ti)
         if a != b and (pool != "accurate" or gold_reward(prompt, a) != gold_reward(prompt, b)):
             break
-    if _annotate(rng, pool, prompt, a, sa, b, sb):
+    if _annotate(rng, annotators[pool], prompt, a, sa, b, sb):
         return PreferencePair(pid, prompt, a, b, source)
     return PreferencePair(pid, prompt, b, a, source)
 
@@ -261,7 +294,9 @@ def make_benchmark(cfg: BenchmarkConfig) -> Benchmark:
     rng = _rng(cfg.seed, "pool")
     order = [s for s, c in zip(SEGMENTS, _segment_counts(cfg.pool_size)) for _ in range(c)]
     rng.shuffle(order)
-    pool = [_make_pair(rng, prompts, f"bench{cfg.seed}-{i:06d}", src, mix) for i, (src, _, mix) in enumerate(order)]
+    annotators = annotator_pools(cfg)
+    pool = [_make_pair(rng, prompts, f"bench{cfg.seed}-{i:06d}", src, mix, annotators)
+            for i, (src, _, mix) in enumerate(order)]
     return Benchmark(sft, pool, prompts.eval_prompts(cfg.eval_prompts, _rng(cfg.seed, "eval")))
 
 
