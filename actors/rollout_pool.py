@@ -23,6 +23,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.rollout_worker import NeedsRestore, RolloutWorker
 from frft_ray.config import RunConfig
+from frft_ray.faults import RoleDiedError, first_line
 from frft_ray.placement_check import ROLLOUT_STRATEGY
 
 log = logging.getLogger("frft_ray")
@@ -32,8 +33,11 @@ log = logging.getLogger("frft_ray")
 WORKER_LOST = (ray.exceptions.RayActorError, NeedsRestore)
 
 
-class RolloutWorkerLost(RuntimeError):
+class RolloutWorkerLost(RoleDiedError):
     """A rollout worker died and could not be brought back (restarts used up, or it failed again)."""
+
+    def __init__(self, detail: str, run_dir: str | None = None):
+        super().__init__("rollout worker", detail, run_dir)
 
 
 class RolloutPool:
@@ -125,12 +129,12 @@ class RolloutPool:
         try:
             return ray.get(call(self.workers[i]))
         except WORKER_LOST as e:
-            raise RolloutWorkerLost(f"rollout worker {i} failed again right after a restart: {_first_line(e)}") from e
+            raise RolloutWorkerLost(f"rollout worker {i} failed again right after a restart: {first_line(e)}") from e
 
     def _restore(self, i: int, err: BaseException, timeout_s: float = 300.0) -> None:
         """Wait for Ray to restart worker i, then load the pool's current policy and weights into it."""
         log.warning("rollout worker %d lost (%s); restoring weights v%d and retrying its share once",
-                    i, _first_line(err), self.version)
+                    i, first_line(err), self.version)
         deadline, died = time.monotonic() + timeout_s, 0
         while True:
             try:
@@ -144,7 +148,7 @@ class RolloutPool:
                 if died >= 2:
                     raise RolloutWorkerLost(
                         f"rollout worker {i} died and was not restarted (rollout.max_restarts="
-                        f"{self.cfg.rollout.max_restarts}, {self.restarts} restart(s) so far): {_first_line(e)}") from e
+                        f"{self.cfg.rollout.max_restarts}, {self.restarts} restart(s) so far): {first_line(e)}") from e
             except ray.exceptions.GetTimeoutError:
                 pass
             if time.monotonic() > deadline:
@@ -167,7 +171,3 @@ class RolloutPool:
         if self.pg is not None:
             remove_placement_group(self.pg)
             self.pg = None
-
-
-def _first_line(err: BaseException) -> str:
-    return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"

@@ -1,4 +1,5 @@
-"""A rollout worker killed with SIGKILL comes back with the pool's current weights; the batch stays whole."""
+"""Roles that die: a rollout worker killed with SIGKILL comes back with the pool's current weights and the
+batch stays whole; a dead learner stops the run with a message naming it and how to resume."""
 
 import os
 import signal
@@ -66,3 +67,21 @@ def test_a_killed_worker_is_restored_to_the_current_weights(ray_local, policy):
         assert out["batch"].policy_version == last.policy_version == 1
         assert out["batch"].prompts == PROMPTS * 4 and len(out["batch"].responses) == len(PROMPTS) * 4
         assert last.responses == current.responses
+
+
+def test_a_dead_learner_is_named_with_the_resume_command(ray_local, tmp_path):
+    import ray
+
+    from actors.learner import start_learner
+    from frft_ray.faults import RoleDiedError
+    from frft_ray.workers import role_died
+
+    learner = start_learner(config_from_dict({"placement": {"learner": {"num_cpus": 0.25}}}))
+    ray.kill(learner)
+    with pytest.raises(ray.exceptions.RayActorError) as caught:
+        ray.get(learner.get_version.remote())
+    died = role_died(caught.value, {"rollout worker": [], "learner": [learner]})
+    assert isinstance(died, RoleDiedError) and died.role == "learner"
+    msg = str(died.in_run(tmp_path))
+    assert msg.startswith("learner lost: ActorDiedError") and msg.endswith(f"frft-ray run --resume {tmp_path}")
+    assert role_died(ValueError("not a death"), {"learner": [learner]}) is None
