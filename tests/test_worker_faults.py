@@ -55,17 +55,17 @@ def test_a_killed_worker_is_restored_to_the_current_weights(ray_local, policy):
         # killed while a generate may be in flight: that worker's share is retried once (or the kill
         # lands after it finished and the next call restores it); either way two restarts in all
         out = {}
-        gen = threading.Thread(target=lambda: out.setdefault("batch", pool.generate(PROMPTS * 4, greedy=True)))
+        gen = threading.Thread(target=lambda: out.setdefault("batch", pool.generate(PROMPTS * 16, greedy=True)))
         victim = _pid(pool, 0)
         gen.start()
-        time.sleep(0.2)
+        time.sleep(0.5)
         os.kill(victim, signal.SIGKILL)
         gen.join(120)
         assert not gen.is_alive()
         last = pool.generate(PROMPTS, greedy=True)
         assert pool.restarts == 2
         assert out["batch"].policy_version == last.policy_version == 1
-        assert out["batch"].prompts == PROMPTS * 4 and len(out["batch"].responses) == len(PROMPTS) * 4
+        assert out["batch"].prompts == PROMPTS * 16 and len(out["batch"].responses) == len(PROMPTS) * 16
         assert last.responses == current.responses
 
 
