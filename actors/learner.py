@@ -151,12 +151,12 @@ class LearnerActor:
 
         from frft_ray.models import save_checkpoint
 
-        save_checkpoint(path, self.policy, self.tok, self.cfg, {**meta, "policy_version": self.version},
-                        value_head=self.value_head)
         state = {"learner": self.learner.state_dict(), "version": self.version, "rng": torch.get_rng_state()}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        torch.save(state, Path(path) / LEARNER_STATE)
+        # one folder, written whole or not at all (a temp folder renamed into place)
+        save_checkpoint(path, self.policy, self.tok, self.cfg, {**meta, "policy_version": self.version},
+                        value_head=self.value_head, write_extra=lambda folder: torch.save(state, folder / LEARNER_STATE))
         return path
 
     def restore(self, path: str) -> int:

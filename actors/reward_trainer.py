@@ -38,8 +38,6 @@ import asyncio
 import gc
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -49,6 +47,7 @@ from pathlib import Path
 import ray
 
 from frft_ray.config import RunConfig
+from frft_ray.faults import RoleDiedError
 
 log = logging.getLogger("frft_ray")
 
@@ -119,7 +118,7 @@ def _train_loop(config: dict) -> None:
     from actors.common import setup_process
     from frft_ray.algorithms.bt import fit_reward_model
     from frft_ray.devices import compute_dtype, role_device
-    from frft_ray.models import load_reward_checkpoint
+    from frft_ray.models import load_reward_checkpoint, save_checkpoint
 
     cfg: RunConfig = config["cfg"]
     channel = config["channel"]
@@ -151,26 +150,14 @@ def _train_loop(config: dict) -> None:
         metrics["worker_pid"] = os.getpid()  # rank 0's process: the same for every fit of a run
         if rank == 0:
             core = model.module if hasattr(model, "module") else model
-            _save_atomically(job, core, loaded.tokenizer, {**job.meta, **metrics,
-                                                           "heldout_accuracy": metrics.get("eval_accuracy")})
+            save_checkpoint(job.out_path, core, loaded.tokenizer, None,  # a temp folder, renamed into place
+                            {**job.meta, **metrics, "heldout_accuracy": metrics.get("eval_accuracy")})
             ray.get(channel.finish.remote(seq, metrics))
         del model, fp32, loaded
         gc.collect()  # DDP and autograd leave reference cycles; free them before returning the cache
         if device.type == "cuda":
             torch.cuda.empty_cache()  # the blocks go back to the GPU the other roles share
         seq += 1
-
-
-def _save_atomically(job: RMFitJob, model, tok, meta: dict) -> None:
-    from frft_ray.models import save_checkpoint
-
-    out = Path(job.out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    save_checkpoint(tmp, model, tok, None, meta)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
 
 
 def scaling_config(cfg: RunConfig):
@@ -231,7 +218,7 @@ class RewardTrainerGroup:
     def _check_alive(self, what: str) -> None:
         if not self._thread.is_alive():
             err = self._outcome.get("error")
-            raise RuntimeError(f"the RM trainer stopped while {what}: {err!r}") from err
+            raise RoleDiedError("RM trainer", f"stopped while {what}: {err!r}") from err
 
     def fit(self, job: RMFitJob, train_pairs: list, eval_pairs: list) -> dict:
         """Fit the RM on `train_pairs`; the new checkpoint is at `job.out_path` when this returns."""

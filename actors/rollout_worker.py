@@ -8,9 +8,19 @@ from actors.common import setup_process
 from frft_ray.config import RunConfig
 
 
+class NeedsRestore(RuntimeError):
+    """This worker was restarted by Ray and holds its first policy, not the pool's current weights."""
+
+
 @ray.remote
 class RolloutWorker:
     """Generates with the HF engine (`engine: hf`) or vLLM (`engine: vllm`, see actors/vllm_engine.py).
+
+    Restarts: the pool (actors/rollout_pool.py) starts workers with Ray's `max_restarts`, so a worker
+    whose process dies comes back in the same placement-group bundle, re-running `__init__` with its
+    first policy path at weights version 0. Until the pool calls `restore` with the pool's current
+    policy and weights, such a worker refuses to generate or take weights (`NeedsRestore`): a batch
+    from a restarted worker can never carry stale weights under a current version number.
 
     Weights arrive as a state dict through the object store with a version number; a worker never
     mixes versions inside one batch and refuses to go backwards. The HF engine holds its policy on
@@ -37,6 +47,31 @@ class RolloutWorker:
         if self.engine is None:
             self._load(policy_path)
         self.version = 0
+        self.policy_path = policy_path
+        self.restarted = ray.get_runtime_context().was_current_actor_reconstructed  # True after a restart
+
+    def _check_restored(self) -> None:
+        if self.restarted:
+            raise NeedsRestore(f"rollout worker {self.rank} was restarted and has not been restored yet")
+
+    def restore(self, policy_path: str, weights: dict | None, version: int) -> int:
+        """Bring a restarted worker to the pool's state: its current policy checkpoint, then (when the
+        pool has sent weights since) those weights at `version`. Returns the version it now holds."""
+        self.restarted = False
+        try:
+            if policy_path != self.policy_path:
+                self.load_checkpoint(policy_path)
+            if weights is not None:
+                self.set_weights(weights, version)
+        except BaseException:
+            self.restarted = True
+            raise
+        return self.version
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
 
     def _load(self, policy_path: str) -> None:
         from frft_ray.models import load_policy_checkpoint
@@ -55,6 +90,7 @@ class RolloutWorker:
 
     def load_checkpoint(self, policy_path: str) -> int:
         """Start over from a saved policy (another arm, or a policy to evaluate): weights version 0."""
+        self._check_restored()
         if self.engine is not None:
             from actors.vllm_engine import checkpoint_state_dict
 
@@ -62,10 +98,11 @@ class RolloutWorker:
             self.engine.load_weights(checkpoint_state_dict(policy_path), 0)
         else:
             self._load(policy_path)
-        self.version = 0
+        self.policy_path, self.version = policy_path, 0
         return 0
 
     def set_weights(self, state_dict: dict, version: int) -> int:
+        self._check_restored()
         if version < self.version:
             raise ValueError(f"rollout worker {self.rank}: refusing weights v{version} older than v{self.version}")
         if self.engine is not None:
@@ -76,6 +113,7 @@ class RolloutWorker:
         return version
 
     def generate(self, prompts: list[str], greedy: bool = False, seed: int | None = None):
+        self._check_restored()
         if self.engine is not None:
             return self.engine.generate(prompts, greedy=greedy, seed=seed, policy_version=self.version)
         from frft_ray.rollout import generate

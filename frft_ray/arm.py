@@ -98,6 +98,7 @@ class ArmTrainer:
         policy and sample `rollout.filter_prompts` prompts (plus a second sample for on-policy pairs)."""
         cfg = self.cfg
         self.it, self.timer = it, PhaseTimer()
+        self.restarts_before = self.pool.restarts  # rollout workers restored after a crash, counted per iteration
         self.rng = np.random.default_rng([cfg.seed, self.arm_idx, it])
         wanted = phases.requested_rollout_workers(self.run.dir)
         if wanted and wanted != self.pool.size:
@@ -205,6 +206,7 @@ class ArmTrainer:
             self.run.save(self.iter_dir)
         self.run.metrics.log({"arm": self.arm, "iteration": self.it, "records": rec.records,
                               "rm/heldout_accuracy": rec.rm_heldout, "rm/on_policy_accuracy": rec.rm_on_policy,
+                              "rollout/restarts": self.pool.restarts - self.restarts_before,
                               **timer.as_metrics()}, step=self.it, prefix=f"{self.arm}/iter/")
         log.info("[%s it %d/%d] rm v%d on-policy acc %s | score %.3f -> %.3f | %s", self.arm, self.it,
                  self.cfg.frft.alpha, self.rm_version, _fmt(rec.rm_on_policy), rec.score_first, rec.score_last,

@@ -18,13 +18,14 @@ from frft_ray.cli_common import CLIError
 from frft_ray.config import ConfigError
 from frft_ray.data.records import BadRecordError
 from frft_ray.env import apply_offline_defaults
+from frft_ray.faults import RoleDiedError
 from frft_ray.jobs import JobError
 from frft_ray.run_state import RunStateError
 from serve import cli as serve_cli
 
 # Errors the user can fix; anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (CLIError, ConfigError, BadRecordError, FileNotFoundError,
-                                                FileExistsError, JobError, RunStateError)
+                                                FileExistsError, JobError, RunStateError, RoleDiedError)
 
 
 def build_parser() -> argparse.ArgumentParser:

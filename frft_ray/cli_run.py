@@ -82,10 +82,11 @@ def cmd_sft(args) -> int:
 
     from frft_ray.algorithms.sft import train_sft
     from frft_ray.config import load_config
-    from frft_ray.models import build_policy, load_tokenizer, save_checkpoint, train_tokenizer
+    from frft_ray.models import build_policy, check_model_sources, load_tokenizer, save_checkpoint, train_tokenizer
     from frft_ray.run_data import prepare_run_data
 
     cfg = load_config(args.config, args.overrides)
+    check_model_sources(cfg.models)
     _setup_logging()
     if cfg.resources.torch_threads:
         torch.set_num_threads(cfg.resources.torch_threads)
@@ -105,16 +106,19 @@ def cmd_train_rm(args) -> int:
     from actors.reward_trainer import RMFitJob, fit_reward_model_ray
     from frft_ray import phases
     from frft_ray.config import load_config
+    from frft_ray.models import check_model_sources
     from frft_ray.placement_check import ensure_placement
     from frft_ray.run_data import prepare_run_data
 
     cfg = load_config(args.config, args.overrides)
     _setup_logging()
     out = Path(args.out).resolve()
+    if not args.init:
+        check_model_sources(cfg.models)
+    data = prepare_run_data(cfg)  # an unknown model or a bad record fails before Ray starts
     started = phases.ray_init(cfg)
     try:
         ensure_placement(cfg, roles=("reward_trainer",))
-        data = prepare_run_data(cfg)
         init = Path(args.init) if args.init else phases.build_base_checkpoints(cfg, data, out.parent / (out.name + "-base"))[1]
         pairs = phases.initial_rm_pairs(cfg, data)
         job = RMFitJob(init_path=str(init), out_path=str(out), epochs=cfg.reward.init_epochs, lr=cfg.reward.lr,

@@ -101,6 +101,8 @@ class SFTConfig(Section):
 class RolloutConfig(Section):
     engine: Literal["hf", "vllm"] = Field("hf", description="hf: transformers generate(); vllm: vLLM (GPU)")
     num_workers: int = Field(1, ge=1, description="rollout worker actors (`frft-ray scale` changes it during a run)")
+    max_restarts: int = Field(3, ge=0, description="times Ray restarts a rollout worker whose process died; the pool "
+                              "re-sends the current weights and retries that worker's share of the batch once")
     batch_size: int = Field(32, ge=1, description="prompts per generate() call")
     max_new_tokens: int = Field(48, ge=1, description="longest response in tokens")
     temperature: float = Field(1.0, gt=0, description="sampling temperature (1 = the model's distribution)")

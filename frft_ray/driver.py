@@ -25,6 +25,7 @@ from actors.rollout_pool import RolloutPool
 from frft_ray import phases
 from frft_ray.arm import ArmTrainer, arm_index, arms_of
 from frft_ray.config import RunConfig, dump_config
+from frft_ray.models import check_model_sources
 from frft_ray.run_data import RunData, prepare_run_data
 from frft_ray.run_state import InitialRM, RunState, read_latest, write_json, write_latest
 from frft_ray.summary import build_summary, print_summary, write_report
@@ -40,16 +41,19 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict | None:
     run = RunFolder.open(cfg, Path(run_dir), resume)
     if run is None:
         return None
-    started_ray = phases.ray_init(cfg)
-    timer, endpoint = PhaseTimer(), None
+    started_ray, timer, endpoint = False, PhaseTimer(), None
     try:
+        # ---- data and model names are checked before Ray starts: a bad record or an unknown model fails in seconds
+        if not run.state.base_done:
+            check_model_sources(cfg.models)
+        data = prepare_run_data(cfg)
+        log.info("data: %d SFT demos, %d pool pairs, %d held-out pairs, %d train / %d eval prompts; "
+                 "skipped records: %s", len(data.sft_prompts), len(data.pool), len(data.heldout),
+                 len(data.train_prompts), len(data.eval_prompts), data.report.skipped or "none")
+        started_ray = phases.ray_init(cfg)
         # ---- the run's Ray roles start once (workers.py): learner, RM trainer, embedders now; rollout pool
         # as soon as a policy exists
         with RunWorkers(cfg, run.dir, timer) as workers:
-            data = prepare_run_data(cfg)
-            log.info("data: %d SFT demos, %d pool pairs, %d held-out pairs, %d train / %d eval prompts; "
-                     "skipped records: %s", len(data.sft_prompts), len(data.pool), len(data.heldout),
-                     len(data.train_prompts), len(data.eval_prompts), data.report.skipped or "none")
             base = None if run.state.base_done else phases.build_base_checkpoints(cfg, data, run.dir / "ckpt")
             workers.start_policy(base[0] if base else run.dir / run.state.sft_path)
             run.state.add_timing(timer.totals)

@@ -3,7 +3,9 @@
 A model is named by `models.policy` / `models.reward`: `tiny` (built offline from a small GPT-2
 config and a byte-level BPE tokenizer trained on the run's own text), any HF hub name, or a local
 folder. Weights are read and written as safetensors only. A checkpoint folder carries the run
-config it was made with (`frft_config.yaml`) and a `meta.json` (kind, version, metrics).
+config it was made with (`frft_config.yaml`) and a `meta.json` (kind, version, metrics), and is
+written whole or not at all (`atomic_folder`: a temporary folder renamed into place). A hub name
+that is not cached while offline fails at start, naming the key (`check_model_sources`).
 
 Also the text-to-tensor pieces the forward passes share: `position_ids_from_mask` (the one place
 this package builds position ids; HF `generate` builds its own), `rm_inputs`, and `rm_forward`
@@ -14,9 +16,13 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -65,6 +71,39 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     return tok
 
 
+def check_model_sources(mcfg: ModelsConfig) -> None:
+    """Fail at start, naming the key, when `models.policy` or `models.reward` names a model this process
+    cannot load: a folder without config.json, or a hub name that is not in the local Hugging Face cache
+    while the hub is offline (the default; a lookup would otherwise end in a raw OSError deep in a load)."""
+    for key, name in (("models.policy", mcfg.policy), ("models.reward", mcfg.reward)):
+        if name != "tiny":
+            _check_model_source(key, name)
+
+
+def _check_model_source(key: str, name: str) -> None:
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    folder = Path(name).expanduser()
+    if folder.exists() or name.startswith((".", "/", "~")):
+        if not (folder / "config.json").is_file():
+            raise ConfigError(f"{key}={name}: no model folder there (config.json missing); point it at a folder "
+                              "written by save_pretrained, or use a Hugging Face hub name")
+        return
+    offline = {os.environ.get(v, "").upper() for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")} & {"1", "ON", "YES", "TRUE"}
+    if not offline:
+        return  # transformers downloads it (and says so itself if it cannot)
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a valid repo id (huggingface_hub's HFValidationError)
+        cached = None
+    if not isinstance(cached, str):
+        raise ConfigError(
+            f"{key}={name}: not a local folder, and not in the Hugging Face cache ({constants.HF_HUB_CACHE}; "
+            f"looked up {name}/config.json) while the hub is offline (HF_HUB_OFFLINE=1). Pre-download it on a "
+            f"machine with network (`hf download {name}`, into the same cache or with HF_HUB_CACHE set), or set "
+            f"{key} to a local folder holding config.json and safetensors weights")
+
+
 def _tiny_gpt2_config(tok, mcfg: ModelsConfig, **extra):
     from transformers import GPT2Config
 
@@ -89,6 +128,7 @@ def build_policy(mcfg: ModelsConfig, tok, seed: int = 0):
     if mcfg.policy == "tiny":
         torch.manual_seed(seed)
         return GPT2LMHeadModel(_tiny_gpt2_config(tok, mcfg))
+    _check_model_source("models.policy", mcfg.policy)
     model = AutoModelForCausalLM.from_pretrained(
         mcfg.policy, use_safetensors=True, trust_remote_code=mcfg.trust_remote_code
     )
@@ -104,6 +144,7 @@ def build_reward_model(mcfg: ModelsConfig, tok, seed: int = 0):
     if mcfg.reward == "tiny":
         torch.manual_seed(seed + 1)
         return GPT2ForSequenceClassification(_tiny_gpt2_config(tok, mcfg, num_labels=1))
+    _check_model_source("models.reward", mcfg.reward)
     model = AutoModelForSequenceClassification.from_pretrained(
         mcfg.reward, num_labels=1, use_safetensors=True, trust_remote_code=mcfg.trust_remote_code
     )
@@ -158,19 +199,59 @@ class Loaded:
     meta: dict
 
 
-def save_checkpoint(path: str | Path, model, tok, cfg: RunConfig | None, meta: dict, value_head=None) -> Path:
-    """Write model + tokenizer (safetensors), the run config and meta.json into `path`."""
+def save_checkpoint(path: str | Path, model, tok, cfg: RunConfig | None, meta: dict, value_head=None,
+                    write_extra: Callable[[Path], None] | None = None) -> Path:
+    """Write model + tokenizer (safetensors), the run config and meta.json into the folder `path`, atomically:
+    everything goes into a temporary folder beside it (`write_extra(folder)` adds the caller's own files),
+    which is renamed to `path` only once complete. A crash mid-write leaves the old folder (or none),
+    never a half-written one; an old folder at `path` is replaced whole."""
     from safetensors.torch import save_file
 
+    with atomic_folder(path) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        if value_head is not None:
+            save_file({k: v.contiguous() for k, v in value_head.state_dict().items()}, str(tmp / VALUE_HEAD_FILE))
+        if cfg is not None:
+            dump_config(cfg, tmp / CONFIG_FILE)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        if write_extra is not None:
+            write_extra(tmp)
+    return Path(path)
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; on success, flush its files to disk and rename it
+    to `path` (an old `path` is moved aside first and removed after). On error, remove it, keep `path`."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path, safe_serialization=True)
-    tok.save_pretrained(path)
-    if value_head is not None:
-        save_file({k: v.contiguous() for k, v in value_head.state_dict().items()}, str(path / VALUE_HEAD_FILE))
-    if cfg is not None:
-        dump_config(cfg, path / CONFIG_FILE)
-    (path / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        old = path.with_name(f".{path.name}.old-{os.getpid()}") if path.exists() or path.is_symlink() else None
+        if old is not None:
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _checkpoint_folder(path: str | Path, what: str) -> Path:
+    """`path` as a Path, or FileNotFoundError naming it when it holds no complete checkpoint."""
+    path = Path(path)
+    missing = [] if (path / "config.json").is_file() else ["config.json"]
+    if not any((path / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
+        missing.append("model.safetensors")
+    if missing:
+        raise FileNotFoundError(f"no {what} checkpoint at {path} ({', '.join(missing)} missing)")
     return path
 
 
@@ -183,7 +264,7 @@ def load_policy_checkpoint(path: str | Path, trust_remote_code: bool = False, wi
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    path = Path(path)
+    path = _checkpoint_folder(path, "policy")
     model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=trust_remote_code)
     tok = load_tokenizer(str(path), trust_remote_code)
     out = Loaded(model, tok, read_meta(path))
@@ -198,9 +279,7 @@ def load_policy_checkpoint(path: str | Path, trust_remote_code: bool = False, wi
 def load_reward_checkpoint(path: str | Path, trust_remote_code: bool = False) -> Loaded:
     from transformers import AutoModelForSequenceClassification
 
-    path = Path(path)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"no reward-model checkpoint at {path} (config.json missing)")
+    path = _checkpoint_folder(path, "reward-model")
     model = AutoModelForSequenceClassification.from_pretrained(
         path, num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code
     ).eval()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from frft_ray.config import RunConfig
-from frft_ray.data.records import LoadReport, PreferencePair
+from frft_ray.data.records import BadRecordError, LoadReport, PreferencePair
 
 GoldFn = Callable[[list[str], list[str]], list[float]]
 
@@ -62,7 +62,7 @@ def prepare_run_data(cfg: RunConfig) -> RunData:
 
     pairs, report = load_preferences(cfg.data)
     if len(pairs) < 10:
-        raise ValueError(f"{cfg.data.path}: only {len(pairs)} usable preference pairs; need at least 10")
+        raise BadRecordError(f"{cfg.data.path}: only {len(pairs)} usable preference pairs; need at least 10")
     pairs = list(pairs)
     rng.shuffle(pairs)
     n_held = max(2, min(cfg.reward.heldout_pairs, int(len(pairs) * cfg.data.heldout_fraction)))

@@ -9,10 +9,14 @@ model load) and a Ray Train worker group 15-30 s, so nothing is started per iter
 - the RM trainer (a Ray Train worker group) fits the initial RM and every refit;
 - the embedder actors (only when an arm filters) embed the pool once and each iteration's samples.
 
-They start together as soon as Ray is up, while the driver prepares the data and builds the base
-models, and the driver waits for all of them before SFT (timed as `overhead_start`). Before any of
+They start together as soon as Ray is up (the data is loaded and checked before Ray starts), while
+the driver builds the base models, and the driver waits for all of them before SFT (timed as `overhead_start`). Before any of
 them starts, `ensure_placement` checks that all of them (and the Serve replicas when serve.enabled)
 can ever be placed on the cluster together, and fails in seconds naming the role if not.
+
+If the learner or the RM trainer dies, leaving the `with RunWorkers(...)` block turns the error into
+`faults.RoleDiedError`, naming the role and `frft-ray run --resume RUN_DIR` (rollout workers are
+restarted by their pool instead).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from actors.reward_trainer import RewardTrainerGroup
 from actors.rollout_pool import RolloutPool
 from frft_ray import phases
 from frft_ray.config import RunConfig
+from frft_ray.faults import RoleDiedError, first_line
 from frft_ray.placement_check import ensure_placement
 from frft_ray.tracking import PhaseTimer
 
@@ -38,7 +43,7 @@ class RunWorkers:
     def __init__(self, cfg: RunConfig, run_dir: Path, timer: PhaseTimer):
         from frft_ray.arm import arms_of
 
-        self.cfg, self.timer = cfg, timer
+        self.cfg, self.timer, self.run_dir = cfg, timer, run_dir
         self.pool = self.embedders = None
         ensure_placement(cfg)  # a run that can never be placed fails here, before any actor starts
         with timer("overhead_start"):  # every role starts in the background
@@ -62,7 +67,15 @@ class RunWorkers:
     def __enter__(self) -> "RunWorkers":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        died = role_died(exc, {"learner": [self.learner], "rollout worker": self.pool.workers if self.pool else [],
+                               "embedder": self.embedders.actors if self.embedders else [],
+                               "RM trainer": [self.rm_trainer.channel]})
+        self._stop()
+        if died is not None:
+            raise died.in_run(self.run_dir) from exc
+
+    def _stop(self) -> None:
         if self.pool is not None:
             self.pool.shutdown()
         if self.embedders is not None:
@@ -71,3 +84,16 @@ class RunWorkers:
             ray.kill(self.learner)
         if self.rm_trainer is not None:
             self.rm_trainer.stop()
+
+
+def role_died(err: BaseException | None, roles: dict[str, list]) -> RoleDiedError | None:
+    """`err` as a RoleDiedError naming the role whose actor died (`roles`: role -> its actor handles),
+    or None when `err` is no actor's death."""
+    if isinstance(err, RoleDiedError):
+        return err
+    if not isinstance(err, ray.exceptions.RayActorError):
+        return None
+    for role, handles in roles.items():
+        if any(h is not None and h._actor_id.hex() == err.actor_id for h in handles):
+            return RoleDiedError(role, first_line(err))
+    return RoleDiedError("a Ray actor of the run", first_line(err))

@@ -37,7 +37,7 @@ def test_one_worker_group_fits_again_and_again_then_reports_a_failed_fit(ray_loc
         assert {p.dtype for p in rm2.model.state_dict().values()} == {torch.float32}  # fp32 master weights saved
         with pytest.raises(ValueError, match="at least 2 pairs"):
             group.fit(RMFitJob(str(tmp_path / "rm2"), str(tmp_path / "x"), 1, 1e-3, 3, 0), train[:1], heldout)
-        with pytest.raises(RuntimeError, match="RM trainer stopped while fitting RM v4"):
+        with pytest.raises(RuntimeError, match="RM trainer lost: stopped while fitting RM v4"):
             group.fit(RMFitJob(str(tmp_path / "missing"), str(tmp_path / "rm4"), 1, 1e-3, 4, 0), train, heldout)
     finally:
         group.stop()
