@@ -175,6 +175,9 @@ class PPOConfig(Section):
     target_kl: float = Field(6.0, gt=0, description="target KL to the SFT policy, nats per sequence (ours)")
     kl_horizon: int = Field(10000, ge=1, description="adaptive KL horizon, in sampled sequences")
     whiten_rewards: bool = Field(False, description="scale per-token rewards to unit variance before GAE")
+    center_scores: bool = Field(
+        True, description="subtract the batch's mean score before the KL penalty and GAE (a baseline: a negative "
+        "score offset with a still-untrained value head otherwise penalises the EOS token and lengthens responses)")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient L2-norm clipping")
 
 

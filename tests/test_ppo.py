@@ -291,3 +291,22 @@ def test_non_finite_update_is_skipped_and_weights_stay_finite(tok):
     stats = learner.step(b, torch.tensor([1.0, -1.0, 0.5, 0.0]))
     assert stats["ppo/skipped_updates"] == 2  # both minibatches
     assert all(torch.equal(a, p.detach()) for a, p in zip(before, pol.parameters()))
+
+
+def _one_step_weights(tok, scores_shift: float, center: bool) -> torch.Tensor:
+    torch.manual_seed(0)
+    pol = tiny_policy(tok)
+    vh = ValueHead(hidden_size(pol))
+    cfg = PPOConfig(lr=1e-3, batch_size=8, minibatch_size=4, epochs=1, center_scores=center)
+    learner = PPOLearner(pol, frozen_reference(pol), vh, tok, cfg)
+    b = generate(pol, tok, [f"{s} likes" for s in SUBJ[:4]] * 2, RolloutConfig(max_new_tokens=6, batch_size=8), 32, seed=0)
+    scores = torch.linspace(0.0, 1.0, 8) + scores_shift
+    learner.step(b, scores)
+    return torch.cat([p.detach().flatten() for p in pol.parameters()])
+
+
+def test_centered_scores_make_the_update_blind_to_a_score_offset(tok):
+    """A constant added to every score (an RM's arbitrary offset, the gold reward's negative mean) must not
+    change the policy update; uncentered, it does (it lands on the EOS token: see PPOLearner)."""
+    torch.testing.assert_close(_one_step_weights(tok, 0.0, True), _one_step_weights(tok, -3.0, True))
+    assert not torch.allclose(_one_step_weights(tok, 0.0, False), _one_step_weights(tok, -3.0, False))

@@ -5,8 +5,13 @@ What a step does, in order:
    policy, and the reference log-probs. The learner recomputes these rather than trusting the
    sampler's log-probs, so a different sampling engine (vLLM) cannot bias the ratio; the gap is
    reported as "ppo/logprob_gap".
-2. Per-token rewards = -kl_coef * (logp - ref_logp), plus the RM score on the last real token;
-   optionally whitened (scale only), then GAE and advantage whitening.
+2. Per-token rewards = -kl_coef * (logp - ref_logp), plus the RM score on the last real token
+   (minus the batch's mean score when `center_scores`); optionally whitened (scale only), then GAE
+   and advantage whitening. Centering matters: the score lands on the last token, which is EOS
+   for every response that ended; with GAE's lambda < 1 and a value head that starts near 0, a
+   negative mean score makes EOS the token with the most negative advantage, so PPO learns to stop
+   ending responses (length runs to the cap) whatever the reward ranks. A Bradley-Terry RM's offset
+   is arbitrary, and the benchmark's gold reward averages about -2.5 on the micro SFT policy.
 3. `cfg.epochs` passes of shuffled minibatches: clipped policy loss + vf_coef * clipped value
    loss - ent_coef * entropy; policy and value head share one AdamW; gradient norm clipped.
 4. The KL controller is updated with the batch's mean sequence KL.
@@ -198,7 +203,8 @@ class PPOLearner:
         kl_coef = self.kl_ctl.value
         token_kl = (old["logprobs"] - old["ref_logprobs"]) * mask
         seq_kl = token_kl.sum(1)
-        rewards = kl_penalized_rewards(scores, old["logprobs"], old["ref_logprobs"], mask, kl_coef)
+        baseline = scores.mean() if cfg.center_scores else torch.zeros((), device=scores.device)
+        rewards = kl_penalized_rewards(scores - baseline, old["logprobs"], old["ref_logprobs"], mask, kl_coef)
         raw_rewards = rewards
         if cfg.whiten_rewards:
             rewards = masked_whiten(rewards, mask, shift_mean=False)
