@@ -126,9 +126,9 @@ def test_resume_continues_from_iteration_two_with_live_endpoint(ray_local):
     port = 18557
     cfg = load_config("micro", ["frft.arms=[frft]", "frft.stop_after=1", "frft.steps_per_iteration=2",
                                 "serve.enabled=true", f"serve.port={port}", "serve.keep_alive=true",
-                                # resume is what is tested: one SFT epoch, fewer eval prompts (same pool: its
-                                # embeddings are cached by the other micro runs)
-                                "sft.epochs=1", "eval.num_prompts=16"])
+                                # resume is what is tested: one SFT epoch, an initial RM on 500 pairs, fewer eval
+                                # prompts (same pool: its embeddings are cached by the other micro runs)
+                                "sft.epochs=1", "reward.init_records=500", "eval.num_prompts=16"])
     from serve.launch import Endpoint, stop_server
 
     url = f"http://127.0.0.1:{port}{Endpoint.for_folder(run_dir).route_prefix}"  # the run's own route
