@@ -163,7 +163,7 @@ class Bench:
         del sampler
         head = ValueHead(self.shape["n_embd"]).to(self.device)
         cfg = PPOConfig(batch_size=a.ppo_batch, minibatch_size=a.ppo_minibatch, epochs=1, lr=1e-6)
-        learner = PPOLearner(policy, frozen_reference(policy), head, tok, cfg, **self.learner_kwargs())
+        learner = PPOLearner(policy, frozen_reference(policy), head, tok, cfg, dtype=self.dtype)
         scores = torch.randn(a.ppo_batch)
         learner.step(batch, scores)  # warm-up: optimizer state, kernels
         res = {"B": a.ppo_batch, "minibatch": a.ppo_minibatch, "seq": a.prompt + a.response, "dtype": str(self.dtype)}
@@ -177,15 +177,6 @@ class Bench:
         if "matmul" in self.results:
             res["of_matmul"] = round(res["tflops"] / self.results["matmul"]["tflops"], 3)
         self.report("ppo", res)
-
-    def learner_kwargs(self) -> dict:
-        """Precision for PPOLearner where it takes one (it does once the learner speaks bf16)."""
-        import inspect
-
-        from frft_ray.algorithms.ppo_update import PPOLearner
-
-        sig = inspect.signature(PPOLearner.__init__).parameters
-        return {"dtype": self.dtype} if "dtype" in sig else {}
 
     def bt(self) -> None:
         from transformers import GPT2Config, GPT2ForSequenceClassification
@@ -205,11 +196,7 @@ class Bench:
         p, c, r = (random_texts(n, half, self.shape["vocab_size"], seed=s) for s in (3, 4, 5))
         pairs = [PreferencePair(id=str(i), prompt=p[i], chosen=c[i], rejected=r[i], source="bench") for i in range(n)]
         rcfg = RewardConfig(batch_size=a.bt_batch)
-        kw = dict(epochs=1.0, lr=1e-5, max_length=a.prompt + a.response, progress=False)
-        import inspect
-
-        if "dtype" in inspect.signature(fit_reward_model).parameters:
-            kw["dtype"] = self.dtype
+        kw = dict(epochs=1.0, lr=1e-5, max_length=a.prompt + a.response, progress=False, dtype=self.dtype)
         fit_reward_model(rm, tok, pairs[: a.bt_batch * 2], None, rcfg, **kw)  # warm-up
         res = {"batch": a.bt_batch, "length": a.prompt + a.response}
         with self.peak(res):
