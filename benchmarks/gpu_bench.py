@@ -5,9 +5,10 @@ tokenizer of the model's full vocabulary (tokens `w0` .. `wN`), so prompts are e
 tokens and responses run to `--response` tokens (EOS is one token in 50k). Phases and their reference:
 
 - `matmul`:  bf16 [8192 x 8192] @ [8192 x 8192], the chip's achievable peak for the TFLOP/s ratios;
-- `rollout`: `frft_ray.rollout.generate` (log-probs included) against plain HF `generate` (no log-probs),
-             same model, dtype, prompts and sampling, at each `--rollout-batch`; tok/s and peak memory;
-- `ppo`:     one `PPOLearner.step` (B, minibatch, 1 epoch) in the run's precision; achieved TFLOP/s from
+- `rollout`: `frft_ray.rollout.generate` (log-probs included) against plain HF `generate` alone, and
+             against `generate` plus one log-prob forward (what plain HF costs when PPO needs the
+             log-probs), same model, dtype, prompts and sampling, at each `--rollout-batch`; tok/s and peak memory;
+- `ppo`:     one `PPOLearner.step` (B, minibatch, micro-batch, 1 epoch) in the run's precision; achieved TFLOP/s from
              10 * params * tokens (two scoring forwards + forward/backward) against `matmul`;
 - `bt`:      Bradley-Terry fit (`frft_ray.algorithms.bt.fit_reward_model`), pairs/s;
 - `embed`:   Sentence-BERT sentences/s (fp32 and fp16) with the model in `--embedder`.
@@ -126,17 +127,34 @@ class Bench:
                     n += int(response_mask_from_ids(out[:, enc["input_ids"].shape[1]:], tok.eos_token_id).sum())
                 return n
 
+            @torch.no_grad()
+            def plain_lp(prompts):  # what a user of plain HF does to get the log-probs PPO needs
+                n = 0
+                for i in range(0, len(prompts), bs):
+                    enc = tok(prompts[i : i + bs], return_tensors="pt", padding=True).to(self.device)
+                    out = model.generate(**enc, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
+                                         max_new_tokens=a.response, pad_token_id=tok.pad_token_id,
+                                         eos_token_id=tok.eos_token_id)
+                    P, R = enc["input_ids"].shape[1], out.shape[1] - enc["input_ids"].shape[1]
+                    mask = torch.cat([enc["attention_mask"], torch.ones_like(out[:, P:])], dim=1)
+                    logits = model(input_ids=out, attention_mask=mask, logits_to_keep=R + 1).logits[:, :-1].float()
+                    lp = logits.gather(-1, out[:, P:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
+                    n += int(response_mask_from_ids(out[:, P:], tok.eos_token_id).sum())
+                    del logits, lp
+                return n
+
             def ours(prompts):
                 return int(generate(model, tok, prompts, cfg, a.prompt, seed=0).response_mask.sum())
 
             res = {"batch": bs}
-            for name, fn in (("plain", plain), ("ours", ours)):
+            for name, fn in (("plain", plain), ("plain_lp", plain_lp), ("ours", ours)):
                 fn(prompts[:bs]) if a.warmup else None  # one batch: kernels, allocator
                 with self.peak(res, f"{name}_peak_gb"):
                     t0 = self.sync()
                     n = fn(prompts)
                     res[f"{name}_tok_s"] = round(n / (self.sync() - t0))
-            res["ratio_tok_s"] = round(res["ours_tok_s"] / res["plain_tok_s"], 2)
+            res["ratio_tok_s"] = round(res["ours_tok_s"] / res["plain_tok_s"], 2)  # against generate alone
+            res["ratio_tok_s_lp"] = round(res["ours_tok_s"] / res["plain_lp_tok_s"], 2)  # against generate + log-probs
             if "ours_peak_gb" in res:
                 res["ratio_peak"] = round(res["ours_peak_gb"] / max(res["plain_peak_gb"], 1e-9), 2)
             self.report(f"rollout{bs}", res)
@@ -161,22 +179,27 @@ class Bench:
         prompts = random_texts(a.ppo_batch, a.prompt, self.shape["vocab_size"], seed=2)
         batch = generate(sampler, tok, prompts, RolloutConfig(batch_size=a.ppo_batch, max_new_tokens=a.response), a.prompt, seed=0)
         del sampler
-        head = ValueHead(self.shape["n_embd"]).to(self.device)
-        cfg = PPOConfig(batch_size=a.ppo_batch, minibatch_size=a.ppo_minibatch, epochs=1, lr=1e-6)
-        learner = PPOLearner(policy, frozen_reference(policy), head, tok, cfg, dtype=self.dtype)
+        ref = frozen_reference(policy)
         scores = torch.randn(a.ppo_batch)
-        learner.step(batch, scores)  # warm-up: optimizer state, kernels
-        res = {"B": a.ppo_batch, "minibatch": a.ppo_minibatch, "seq": a.prompt + a.response, "dtype": str(self.dtype)}
-        with self.peak(res):
-            t0 = self.sync()
-            for _ in range(a.ppo_steps):
-                learner.step(batch, scores)
-            s = (self.sync() - t0) / a.ppo_steps
         tokens = a.ppo_batch * (a.prompt + a.response)
-        res.update(step_s=round(s, 3), tflops=float(f"{10 * params * tokens / s / 1e12:.3g}"), params_m=round(params / 1e6))
-        if "matmul" in self.results:
-            res["of_matmul"] = round(res["tflops"] / self.results["matmul"]["tflops"], 3)
-        self.report("ppo", res)
+        for micro in a.ppo_micro:  # one learner per micro-batch size, same batch and weights
+            head = ValueHead(self.shape["n_embd"]).to(self.device)
+            cfg = PPOConfig(batch_size=a.ppo_batch, minibatch_size=a.ppo_minibatch, micro_batch_size=micro or None,
+                            epochs=1, lr=1e-6)
+            learner = PPOLearner(policy, ref, head, tok, cfg, dtype=self.dtype)
+            learner.step(batch, scores)  # warm-up: optimizer state, kernels
+            res = {"B": a.ppo_batch, "minibatch": a.ppo_minibatch, "micro": micro or a.ppo_minibatch,
+                   "seq": a.prompt + a.response, "dtype": str(self.dtype)}
+            with self.peak(res):
+                t0 = self.sync()
+                for _ in range(a.ppo_steps):
+                    learner.step(batch, scores)
+                s = (self.sync() - t0) / a.ppo_steps
+            res.update(step_s=round(s, 3), tflops=float(f"{10 * params * tokens / s / 1e12:.3g}"), params_m=round(params / 1e6))
+            if "matmul" in self.results:
+                res["of_matmul"] = round(res["tflops"] / self.results["matmul"]["tflops"], 3)
+            self.report(f"ppo_micro{res['micro']}", res)
+            del learner, head
 
     def bt(self) -> None:
         from transformers import GPT2Config, GPT2ForSequenceClassification
@@ -235,6 +258,8 @@ def main() -> int:
     ap.add_argument("--rollout-prompts", type=int, default=256)
     ap.add_argument("--ppo-batch", type=int, default=128)
     ap.add_argument("--ppo-minibatch", type=int, default=32)
+    ap.add_argument("--ppo-micro", type=int, nargs="+", default=[8, 0],
+                    help="ppo.micro_batch_size values to time, each in turn (0: the whole minibatch)")
     ap.add_argument("--ppo-steps", type=int, default=2)
     ap.add_argument("--bt-batch", type=int, default=32)
     ap.add_argument("--bt-steps", type=int, default=10)

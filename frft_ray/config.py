@@ -159,6 +159,9 @@ class PPOConfig(Section):
     lr: float = Field(3e-5, gt=0, description="AdamW learning rate of policy and value head")
     batch_size: int = Field(64, ge=1, description="prompts per PPO step")
     minibatch_size: int = Field(16, ge=1, description="sequences per gradient step; <= batch_size")
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="sequences per forward/backward inside a minibatch, gradients accumulated (peak "
+        "memory scales with it, the update does not change); null = the whole minibatch at once")
     epochs: int = Field(2, ge=1, description="optimization passes over each PPO batch")
     gamma: float = Field(1.0, ge=0, le=1, description="per-token discount (1 = none)")
     lam: float = Field(0.95, ge=0, le=1, description="GAE lambda")

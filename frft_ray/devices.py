@@ -55,11 +55,32 @@ def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def autocast(device: torch.device, dtype: torch.dtype):
-    """Mixed-precision context for training forward passes; a no-op for fp32."""
-    if dtype == torch.float32:
+# cuDNN's fused attention is left out of training passes on CUDA. Its backward (the default SDPA
+# backend for bf16 on H100/H200 since torch 2.11) returns NaN in grad_q when a mask tensor is passed,
+# the sequence length is 64 mod 128 and a query row's logsumexp is below ln(FLT_MAX) ~ -88.7: every
+# fully masked row qualifies, and left-padded prompts give one per pad token. One NaN gradient
+# spreads to every weight in one AdamW step, and the next rollout stops on a CUDA device-side assert
+# in sampling (seen on an H200 with torch 2.11). Memory-efficient and flash attention are clean there.
+TRAINING_SDPA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
+
+
+def training_attention(device: torch.device):
+    """SDPA backends for forward passes that will be differentiated: cuDNN excluded on CUDA."""
+    if device.type != "cuda":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([getattr(SDPBackend, name) for name in TRAINING_SDPA_BACKENDS])
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """Context for training forward passes: autocast to `dtype` (none for fp32) and, on CUDA, the
+    SDPA backends of `training_attention`."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(training_attention(device))
+    if dtype != torch.float32:
+        stack.enter_context(torch.autocast(device_type=device.type, dtype=dtype))
+    return stack
 
 
 def describe(device: torch.device, dtype: torch.dtype) -> str:

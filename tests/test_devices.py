@@ -43,3 +43,32 @@ def test_autocast_is_off_for_fp32_and_on_for_bf16():
     with autocast(cpu, torch.bfloat16):
         assert (x @ x).dtype == torch.bfloat16
     assert describe(cpu, torch.float32) == "cpu/fp32" and describe(torch.device("cuda", 0), torch.bfloat16) == "cuda:0/bf16"
+
+
+def _left_padded_backward(device, dtype, seq_len=192, pad=40):
+    """Gradients of a GPT-2 (head dim 64) trained on a left-padded batch under `devices.autocast`."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=512, n_positions=256, n_embd=128, n_layer=2, n_head=2, attn_implementation="sdpa")
+    model = GPT2LMHeadModel(cfg).to(device)
+    ids = torch.randint(0, 512, (4, seq_len), device=device)
+    mask = torch.ones_like(ids)
+    mask[:2, :pad] = 0  # two left-padded rows: their first `pad` query rows attend to nothing
+    with autocast(device, dtype):
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    (logits.float() * mask[..., None]).sum().backward()
+    return [p.grad for p in model.parameters() if p.grad is not None]
+
+
+def test_training_on_left_padded_rows_gives_finite_gradients_on_cpu():
+    grads = _left_padded_backward(torch.device("cpu"), torch.bfloat16, seq_len=64, pad=20)
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.gpu
+def test_training_on_left_padded_rows_gives_finite_gradients_in_bf16_on_cuda():
+    # seq_len 192 = 64 mod 128 with fully masked rows: the case where cuDNN's SDPA backward gives NaN
+    # (devices.training_attention keeps cuDNN out of training passes)
+    grads = _left_padded_backward(torch.device("cuda", 0), torch.bfloat16)
+    assert grads and all(torch.isfinite(g).all() for g in grads)

@@ -310,3 +310,26 @@ def test_centered_scores_make_the_update_blind_to_a_score_offset(tok):
     change the policy update; uncentered, it does (it lands on the EOS token: see PPOLearner)."""
     torch.testing.assert_close(_one_step_weights(tok, 0.0, True), _one_step_weights(tok, -3.0, True))
     assert not torch.allclose(_one_step_weights(tok, 0.0, False), _one_step_weights(tok, -3.0, False))
+
+
+def test_micro_batches_accumulate_to_the_whole_minibatch_update(tok):
+    """ppo.micro_batch_size splits each minibatch's forward/backward (less activation memory) and gives the
+    same update: token-weighted gradient accumulation equals the whole minibatch's token-mean loss."""
+    prompts = ["the cat", "a dog", "my friend sees", "our robot", "a tree", "the sun is", "one bird", "her cat"]
+    results = []
+    for micro in (None, 3):  # 3 does not divide the minibatch of 8: chunks of 3, 3, 2
+        torch.manual_seed(0)
+        pol = tiny_policy(tok)
+        vh = ValueHead(hidden_size(pol))
+        cfg = PPOConfig(lr=1e-3, batch_size=8, minibatch_size=8, micro_batch_size=micro, epochs=1)
+        learner = PPOLearner(pol, frozen_reference(pol), vh, tok, cfg)
+        b = generate(pol, tok, prompts, RolloutConfig(max_new_tokens=8, batch_size=8), 32, seed=0)
+        stats = learner.step(b, torch.linspace(-1, 1, 8))
+        results.append((torch.cat([p.detach().flatten() for p in learner.params]), stats))
+    (whole, s_whole), (micro, s_micro) = results
+    torch.manual_seed(0)
+    start = torch.cat([p.detach().flatten() for p in [*tiny_policy(tok).parameters(), *ValueHead(hidden_size(pol)).parameters()]])
+    assert (whole - start).abs().max() > 1e-4  # the step moved the weights
+    torch.testing.assert_close(micro, whole, rtol=1e-4, atol=1e-5)  # AdamW's 1/sqrt(v) magnifies float rounding
+    for k in ("ppo/policy_loss", "ppo/value_loss", "ppo/grad_norm", "ppo/clipfrac"):
+        assert s_micro[k] == pytest.approx(s_whole[k], rel=1e-4, abs=1e-6), k

@@ -24,8 +24,9 @@ in eval mode while training) so that ratios are exactly 1 at the first minibatch
 Precision and memory: forward passes run under autocast to the learner's compute dtype (bf16 on
 GPUs) over fp32 master weights; only the response positions go through the LM head; taken-token
 log-probs are gather - logsumexp; the entropy carries a gradient only when `ent_coef > 0` (else it
-is computed without grad, for the log). Rows are not chunked further: the minibatch is the chunk,
-and chunking inside a minibatch would not shrink what backward keeps. The math
+is computed without grad, for the log). A minibatch is split into `micro_batch_size` chunks whose
+gradients accumulate (token-weighted, so the update equals the whole minibatch's): backward then
+keeps one chunk's activations, which is what bounds a GPU's peak memory. The math
 (losses, GAE, KL controllers) is in `algorithms.ppo`; the Ray actor that holds a learner lives
 outside this package.
 """
@@ -151,7 +152,8 @@ class PPOLearner:
             ref.eval()
         params = [p for p in policy.parameters() if p.requires_grad] + list(value_head.parameters())
         self.params = params
-        self.opt = torch.optim.AdamW(params, lr=cfg.lr)
+        on_cuda = params[0].device.type == "cuda"
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, fused=on_cuda or None)  # one kernel per step on CUDA
         self.kl_ctl = make_kl_controller(cfg)
         self.gen = torch.Generator().manual_seed(seed)
         self.steps = 0
@@ -174,6 +176,35 @@ class PPOLearner:
             else:
                 parts["ref_logprobs"].append(cur["logprobs"])
         return {k: torch.cat(v) for k, v in parts.items()}
+
+    def _accumulate_gradients(self, batch: RolloutBatch, idx, mask, old: dict, adv, returns) -> dict:
+        """Gradients of one minibatch's loss, in chunks of `micro_batch_size` sequences.
+
+        Each chunk's token-mean losses are weighted by its share of the minibatch's tokens, so the
+        summed gradient is the whole minibatch's (up to float rounding) while backward keeps only one
+        chunk's activations. Returns the minibatch's loss statistics, weighted the same way."""
+        cfg = self.cfg
+        micro = cfg.micro_batch_size or len(idx)
+        n_tokens = mask[idx].sum().clamp(min=1)
+        stats: dict[str, float] = {}
+        for j in range(0, len(idx), micro):
+            part = idx[j : j + micro]
+            m = mask[part]
+            cur = response_forward(
+                self.policy, batch.query_ids[part], batch.query_mask[part], batch.response_ids[part],
+                batch.response_mask[part], temperature=self.temperature, value_head=self.value_head,
+                entropy="grad" if cfg.ent_coef > 0 else "no_grad", dtype=self.dtype,
+            )
+            pg, pg_stats = policy_loss(cur["logprobs"], old["logprobs"][part], adv[part], m, cfg.clip_range)
+            vf, vf_stats = value_loss(cur["values"], old["values"][part], returns[part], m, cfg.clip_range_value)
+            ent = masked_mean(cur["entropy"], m)
+            share = m.sum() / n_tokens
+            ((pg + cfg.vf_coef * vf - cfg.ent_coef * ent) * share).backward()
+            w = share.item()
+            for k, v in {"policy_loss": pg.item(), "value_loss": vf.item(), "entropy": ent.item(),
+                         **pg_stats, **vf_stats}.items():
+                stats[k] = stats.get(k, 0.0) + w * v
+        return stats
 
     def _check(self, b: RolloutBatch, scores: torch.Tensor) -> None:
         if len(b) == 0:
@@ -217,36 +248,16 @@ class PPOLearner:
         for _ in range(cfg.epochs):
             perm = torch.randperm(B, generator=self.gen)
             for i in range(0, B, cfg.minibatch_size):
-                idx = perm[i : i + cfg.minibatch_size]
-                m = mask[idx]
-                cur = response_forward(
-                    self.policy,
-                    batch.query_ids[idx],
-                    batch.query_mask[idx],
-                    batch.response_ids[idx],
-                    batch.response_mask[idx],
-                    temperature=self.temperature,
-                    value_head=self.value_head,
-                    entropy="grad" if cfg.ent_coef > 0 else "no_grad",
-                    dtype=self.dtype,
-                )
-                pg, pg_stats = policy_loss(cur["logprobs"], old["logprobs"][idx], adv[idx], m, cfg.clip_range)
-                vf, vf_stats = value_loss(cur["values"], old["values"][idx], returns[idx], m, cfg.clip_range_value)
-                ent = masked_mean(cur["entropy"], m)
-                loss = pg + cfg.vf_coef * vf - cfg.ent_coef * ent
                 self.opt.zero_grad(set_to_none=True)
-                loss.backward()
+                stats = self._accumulate_gradients(batch, perm[i : i + cfg.minibatch_size], mask, old, adv, returns)
                 gn = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
                 if torch.isfinite(gn):
                     self.opt.step()
                 else:  # a NaN/inf loss or gradient never reaches the weights (as a loss scaler skips a step)
                     self.opt.zero_grad(set_to_none=True)
                     skipped += 1
-                acc["policy_loss"].append(pg.item())
-                acc["value_loss"].append(vf.item())
-                acc["entropy"].append(ent.item())
                 acc["grad_norm"].append(float(gn))
-                for k, v in {**pg_stats, **vf_stats}.items():
+                for k, v in stats.items():
                     acc[k].append(v)
 
         if skipped:
