@@ -117,18 +117,7 @@ class Bench:
             cfg = RolloutConfig(batch_size=bs, max_new_tokens=a.response, temperature=1.0)
 
             @torch.no_grad()
-            def plain(prompts):
-                n = 0
-                for i in range(0, len(prompts), bs):
-                    enc = tok(prompts[i : i + bs], return_tensors="pt", padding=True).to(self.device)
-                    out = model.generate(**enc, do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
-                                         max_new_tokens=a.response, pad_token_id=tok.pad_token_id,
-                                         eos_token_id=tok.eos_token_id)
-                    n += int(response_mask_from_ids(out[:, enc["input_ids"].shape[1]:], tok.eos_token_id).sum())
-                return n
-
-            @torch.no_grad()
-            def plain_lp(prompts):  # what a user of plain HF does to get the log-probs PPO needs
+            def plain(prompts, logprobs=False):  # logprobs: one extra forward, what plain HF costs when PPO needs them
                 n = 0
                 for i in range(0, len(prompts), bs):
                     enc = tok(prompts[i : i + bs], return_tensors="pt", padding=True).to(self.device)
@@ -136,18 +125,20 @@ class Bench:
                                          max_new_tokens=a.response, pad_token_id=tok.pad_token_id,
                                          eos_token_id=tok.eos_token_id)
                     P, R = enc["input_ids"].shape[1], out.shape[1] - enc["input_ids"].shape[1]
-                    mask = torch.cat([enc["attention_mask"], torch.ones_like(out[:, P:])], dim=1)
-                    logits = model(input_ids=out, attention_mask=mask, logits_to_keep=R + 1).logits[:, :-1].float()
-                    lp = logits.gather(-1, out[:, P:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
                     n += int(response_mask_from_ids(out[:, P:], tok.eos_token_id).sum())
-                    del logits, lp
+                    if logprobs:
+                        mask = torch.cat([enc["attention_mask"], torch.ones_like(out[:, P:])], dim=1)
+                        z = model(input_ids=out, attention_mask=mask, logits_to_keep=R + 1).logits[:, :-1].float()
+                        lp = z.gather(-1, out[:, P:, None]).squeeze(-1) - torch.logsumexp(z, -1)
+                        float(lp.sum())
+                        del z, lp
                 return n
 
             def ours(prompts):
                 return int(generate(model, tok, prompts, cfg, a.prompt, seed=0).response_mask.sum())
 
             res = {"batch": bs}
-            for name, fn in (("plain", plain), ("plain_lp", plain_lp), ("ours", ours)):
+            for name, fn in (("plain", plain), ("plain_lp", lambda p: plain(p, logprobs=True)), ("ours", ours)):
                 fn(prompts[:bs]) if a.warmup else None  # one batch: kernels, allocator
                 with self.peak(res, f"{name}_peak_gb"):
                     t0 = self.sync()
