@@ -117,8 +117,30 @@ def _tiny_gpt2_config(tok, mcfg: ModelsConfig, **extra):
         bos_token_id=tok.eos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
+        activation_function=FUSED_GELU,
         **extra,
     )
+
+
+FUSED_GELU = "gelu_pytorch_tanh"
+
+
+def fuse_activations(model):
+    """Swap GPT-2's `gelu_new` (the tanh GELU as eight separate tensor ops) for torch's fused
+    `gelu(approximate="tanh")`: the same function up to float rounding, one kernel instead of eight,
+    and backward keeps one [tokens, 4h] tensor per layer instead of about six. Measured on an H200 at
+    GPT-2-medium shape, those saved intermediates were about half of PPO's activation memory. The
+    config is updated too, so checkpoints saved from the model load fused. Returns the model."""
+    from transformers.activations import ACT2CLS, NewGELUActivation
+
+    fused_cls = ACT2CLS[FUSED_GELU]
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is NewGELUActivation:
+                setattr(module, name, fused_cls())
+    if getattr(model.config, "activation_function", None) == "gelu_new":
+        model.config.activation_function = FUSED_GELU
+    return model
 
 
 def build_policy(mcfg: ModelsConfig, tok, seed: int = 0):
@@ -134,7 +156,7 @@ def build_policy(mcfg: ModelsConfig, tok, seed: int = 0):
     )
     check_max_length(model, mcfg.max_length, f"models.policy ({mcfg.policy})")
     model.config.pad_token_id = tok.pad_token_id
-    return model
+    return fuse_activations(model)
 
 
 def build_reward_model(mcfg: ModelsConfig, tok, seed: int = 0):
@@ -150,7 +172,7 @@ def build_reward_model(mcfg: ModelsConfig, tok, seed: int = 0):
     )
     check_max_length(model, mcfg.max_length, f"models.reward ({mcfg.reward})")
     model.config.pad_token_id = tok.pad_token_id
-    return model
+    return fuse_activations(model)
 
 
 def check_max_length(model, max_length: int, what: str) -> None:
@@ -267,7 +289,7 @@ def load_policy_checkpoint(path: str | Path, trust_remote_code: bool = False, wi
     path = _checkpoint_folder(path, "policy")
     model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=trust_remote_code)
     tok = load_tokenizer(str(path), trust_remote_code)
-    out = Loaded(model, tok, read_meta(path))
+    out = Loaded(fuse_activations(model), tok, read_meta(path))
     if with_value_head:
         vh = ValueHead(hidden_size(model))
         if (path / VALUE_HEAD_FILE).exists():
@@ -285,7 +307,7 @@ def load_reward_checkpoint(path: str | Path, trust_remote_code: bool = False) ->
     ).eval()
     tok = load_tokenizer(str(path), trust_remote_code)
     model.config.pad_token_id = tok.pad_token_id
-    return Loaded(model, tok, read_meta(path))
+    return Loaded(fuse_activations(model), tok, read_meta(path))
 
 
 # ---------------------------------------------------------------- text <-> tensors

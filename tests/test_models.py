@@ -11,6 +11,7 @@ from frft_ray.models import (
     build_policy,
     build_reward_model,
     frozen_reference,
+    fuse_activations,
     hidden_size,
     load_policy_checkpoint,
     load_reward_checkpoint,
@@ -133,3 +134,26 @@ def test_hf_model_shorter_than_max_length_is_a_config_error(tok, tmp_path):
         build_reward_model(ModelsConfig(reward=str(tmp_path / "hf"), max_prompt_tokens=32, max_length=96), tok)
     fits = build_policy(ModelsConfig(policy=str(tmp_path / "hf"), max_prompt_tokens=32, max_length=64), tok)
     assert fits.config.n_positions == 64 and fits.config.pad_token_id == tok.pad_token_id
+
+
+def test_fused_gelu_matches_gpt2s_gelu_new_and_survives_a_save(tok, tmp_path):
+    """fuse_activations swaps gelu_new (eight tensor ops) for torch's fused tanh GELU: same outputs up to
+    rounding, and the saved config loads fused."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.activations import NewGELUActivation
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_layer=2, n_embd=32, n_head=2)).eval()
+    assert model.config.activation_function == "gelu_new"
+    ids = torch.randint(0, len(tok), (2, 12))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        fuse_activations(model)
+        after = model(input_ids=ids).logits
+    assert not any(isinstance(m, NewGELUActivation) for m in model.modules())
+    assert model.config.activation_function == "gelu_pytorch_tanh"
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    save_checkpoint(tmp_path / "p", model, tok, None, {"kind": "policy"})
+    loaded = load_policy_checkpoint(tmp_path / "p").model
+    assert loaded.config.activation_function == "gelu_pytorch_tanh"
+    assert not any(isinstance(m, NewGELUActivation) for m in loaded.modules())
