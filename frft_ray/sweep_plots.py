@@ -42,6 +42,13 @@ def _errorbar(ax, xs, groups: list[list[float]], label: str, **kw) -> None:
     ax.errorbar(xs, means, yerr=err, marker="o", capsize=3, label=label, **kw)
 
 
+def _finish(ax, drawn: bool, **labels) -> bool:
+    ax.set(**labels)
+    if drawn:
+        ax.legend()
+    return drawn
+
+
 def _gold_vs_kl(ax, summaries: list[dict]) -> bool:
     """Every PPO batch of every cell as a faint point; the line is the mean gold within KL bins."""
     drawn = False
@@ -58,10 +65,7 @@ def _gold_vs_kl(ax, summaries: list[dict]) -> bool:
         ax.plot([kl[idx == i].mean() for i in bins], [gold[idx == i].mean() for i in bins],
                 color=pts.get_facecolor()[0][:3], label=arm)
         drawn = True
-    ax.set(xlabel="KL(policy || SFT), nats per response", ylabel="mean gold reward of the PPO batch")
-    if drawn:
-        ax.legend()
-    return drawn
+    return _finish(ax, drawn, xlabel="KL(policy || SFT), nats per response", ylabel="mean gold reward of the PPO batch")
 
 
 def _winrate_vs_alpha(ax, summaries: list[dict]) -> bool:
@@ -74,10 +78,7 @@ def _winrate_vs_alpha(ax, summaries: list[dict]) -> bool:
         xs = [a for a, p in zip(alphas, per) if p]
         _errorbar(ax, xs, [p for p in per if p], k)
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set(xlabel="alpha (RM refits)", ylabel="win rate (95% CI over cells)", xticks=alphas)
-    if keys:
-        ax.legend()
-    return bool(keys)
+    return _finish(ax, bool(keys), xlabel="alpha (RM refits)", ylabel="win rate (95% CI over cells)", xticks=alphas)
 
 
 def _rm_onpolicy(ax, summaries: list[dict]) -> bool:
@@ -96,10 +97,7 @@ def _rm_onpolicy(ax, summaries: list[dict]) -> bool:
     if vanilla:
         ax.axhline(float(np.mean(vanilla)), color="grey", ls="--", label="vanilla (initial RM, last iteration)")
         drawn = True
-    ax.set(xlabel="refit", ylabel="RM accuracy on the policy's own pairs (gold)")
-    if drawn:
-        ax.legend()
-    return drawn
+    return _finish(ax, drawn, xlabel="refit", ylabel="RM accuracy on the policy's own pairs (gold)")
 
 
 def _selection_share(ax, summaries: list[dict]) -> bool:

@@ -76,7 +76,7 @@ def test_committed_grids_load():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_sweep_runs_two_cells_shares_the_base_skips_on_rerun_and_writes_the_report(ray_local, capsys):
     from frft_ray.cli import main
 
