@@ -13,7 +13,7 @@ export RAY_TRAIN_ENABLE_PREEMPTION_WATCHER ?= 0
 export RAY_TRAIN_ENABLE_PRINT_PATCH ?= 0
 export RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S ?= 1.0
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast bench report clean
 
 $(BIN)/frft-ray: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,6 +40,12 @@ test-fast: setup
 BENCH_ARGS ?=
 bench: setup
 	$(BIN)/python benchmarks/serve_bench.py $(BENCH_ARGS)
+
+# the multi-seed report: runs every grid's cells not yet finished (SFT + initial RM shared per seed),
+# then writes docs/results.md and docs/img/*.png; re-running skips finished cells
+GRIDS ?= configs/grids/headline.yaml configs/grids/ablation.yaml
+report: setup
+	$(BIN)/frft-ray sweep $(foreach g,$(GRIDS),--grid $(g))
 
 clean:
 	rm -rf runs .pytest_cache

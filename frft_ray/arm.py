@@ -183,11 +183,16 @@ class ArmTrainer:
                 batch = self.pool.generate(prompts, seed=int(self.rng.integers(1 << 30)))
             rec.ppo_samples += len(batch)
             with timer("ppo"):
-                gold = self.data.gold(batch.prompts, batch.responses) if self.oracle else None
-                stats = ray.get(self.learner.train_step.remote(batch, gold))
+                gold = self.data.gold(batch.prompts, batch.responses) if self.data.gold is not None else None
+                stats = ray.get(self.learner.train_step.remote(batch, gold if self.oracle else None))
             with timer("sync"):
                 self.pool.set_weights(self.learner.get_weights.remote(), stats["policy_version"])
+            # the over-optimisation curve: KL(pi || SFT) and the gold reward of the same batch, every step
             rec.scores.append(stats["ppo/score_mean"])
+            rec.kl.append(stats["ppo/mean_kl"])
+            if gold is not None:
+                rec.gold.append(float(np.mean(gold)))
+                stats["gold/mean"] = rec.gold[-1]
             global_step = (self.it - 1) * cfg.frft.steps_per_iteration + step + 1
             self.run.metrics.log({"arm": self.arm, "iteration": self.it, "step": global_step, **stats},
                                  step=global_step, prefix=f"{self.arm}/")

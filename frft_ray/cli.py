@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from frft_ray import cli_cluster, cli_data, cli_run
+from frft_ray import cli_cluster, cli_data, cli_run, cli_sweep
 from frft_ray.cli_common import CLIError
 from frft_ray.config import ConfigError
 from frft_ray.data.records import BadRecordError
@@ -31,7 +31,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (CLIError, ConfigError, BadRecord
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="frft-ray", description="Filtered Reward Fine-Tuning RLHF on Ray")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (cli_data, cli_run, serve_cli, cli_cluster):
+    for group in (cli_data, cli_run, cli_sweep, serve_cli, cli_cluster):
         group.register(sub)
     return parser
 

@@ -46,6 +46,8 @@ class IterationRecord:
     score_first: float | None = None  # mean RM score of the first / last PPO batch
     score_last: float | None = None
     scores: list[float] = field(default_factory=list)  # mean RM score of every PPO batch
+    kl: list[float] = field(default_factory=list)  # KL(pi || SFT) of every PPO batch (summed over tokens, mean over batch)
+    gold: list[float] = field(default_factory=list)  # mean gold reward of every PPO batch (benchmark only; else empty)
     ppo_samples: int = 0
     timing: dict[str, float] = field(default_factory=dict)
 

@@ -35,6 +35,7 @@ def build_summary(cfg: RunConfig, state: RunState, prompts: list[str], judged: d
         "rm_records": {},
         "rm_accuracy": {},
         "rm_score": {},
+        "curves": {},  # per arm, per PPO step: KL(pi || SFT) and the batch's mean gold reward (benchmark)
         "timing_s": {k: round(v, 2) for k, v in state.timing.items()} | {"total": round(wall_s, 2)},
         "sft": state.sft,
         "initial_rm": dataclasses.asdict(state.rm0) if state.rm0 else {},
@@ -58,6 +59,10 @@ def build_summary(cfg: RunConfig, state: RunState, prompts: list[str], judged: d
             summary["rm_accuracy"][arm] = acc
             summary.setdefault("selection", {})[arm] = [r.selection for r in its]
         summary["rm_score"][arm] = [s for r in its for s in r.scores]
+        summary["curves"][arm] = {"kl": [k for r in its for k in r.kl], "gold": [g for r in its for g in r.gold]}
+    summary["peak_gold"] = peak_gold(summary["curves"])
+    if not summary["peak_gold"]:
+        summary["curves_note"] = "no gold reward on this data (HH-style): the curves hold KL only"
     if "random_refit" in arms:  # how many pairs its refits drew: frft's count per iteration, or filter.budget
         froms = {(r.selection or {}).get("size_from") for r in arms["random_refit"].iterations}
         summary["random_refit_size_from"] = froms.pop() if len(froms) == 1 else sorted(map(str, froms))
@@ -71,6 +76,17 @@ def build_summary(cfg: RunConfig, state: RunState, prompts: list[str], judged: d
     summary["samples"] = {name: j["responses"][:3] for name, j in judged.items()}
     summary["eval_prompts_sample"] = prompts[:3]
     return summary
+
+
+def peak_gold(curves: dict) -> dict:
+    """{arm: {"gold", "kl", "step"}}: each arm's highest per-step gold reward over PPO, the KL(pi || SFT)
+    at that step and the step (1-based). Arms without a gold curve (HH-style data) are left out."""
+    out = {}
+    for arm, c in curves.items():
+        if c["gold"]:
+            i = int(np.argmax(c["gold"]))
+            out[arm] = {"gold": float(c["gold"][i]), "kl": float(c["kl"][i]), "step": i + 1}
+    return out
 
 
 def print_summary(s: dict) -> None:
@@ -88,6 +104,8 @@ def print_summary(s: dict) -> None:
     for key, w in s["win_rate"].items():
         lo, hi = w["ci95"]
         print(f"win rate {key}: {w['estimate']:.3f} (95% CI {lo:.3f}-{hi:.3f})")
+    for arm, p in s.get("peak_gold", {}).items():
+        print(f"peak gold {arm}: {p['gold']:.3f} at KL {p['kl']:.3f} (PPO step {p['step']})")
     print("wall time per phase (s): " + ", ".join(f"{k}={v}" for k, v in s["timing_s"].items()))
 
 
@@ -96,13 +114,15 @@ def _f(x) -> str:
 
 
 def write_report(s: dict, path) -> None:
-    """report.png: RM score of policy samples over PPO steps per arm, and the judge's reward per policy."""
+    """report.png: RM score of policy samples over PPO steps per arm, the judge's reward per policy, and
+    gold reward against KL(pi || SFT) per arm (the over-optimisation picture; benchmark data only)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(16, 4))
+    plot_gold_vs_kl(c, s.get("curves", {}))
     for arm, scores in s["rm_score"].items():
         a.plot(range(1, len(scores) + 1), scores, label=f"{arm} ({s.get('reward', {}).get(arm, 'RM')})")
     a.set(title="reward of policy samples (each arm's own reward)", xlabel="PPO step", ylabel="mean reward")
@@ -114,3 +134,17 @@ def write_report(s: dict, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_gold_vs_kl(ax, curves: dict) -> None:
+    """One line per arm: the rollout batch's mean gold reward against KL(pi || SFT), step by step."""
+    drawn = False
+    for arm, c in curves.items():
+        if c["gold"]:
+            ax.plot(c["kl"], c["gold"], marker=".", label=arm)
+            drawn = True
+    ax.set(title="gold reward vs KL(policy || SFT)", xlabel="KL (nats per response)", ylabel="mean gold reward")
+    if drawn:
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no gold reward on this data", ha="center", va="center", transform=ax.transAxes)

@@ -48,3 +48,12 @@ def test_mean_ci():
     assert mean_ci([7.0])["ci95"] == [7.0, 7.0]
     with pytest.raises(ValueError, match="no values"):
         mean_ci([])
+
+
+def test_mean_ci_small_sample_uses_student_t():
+    vals = [0.4, 0.5, 0.6, 0.7, 0.8]  # 5 seeds: std 0.158, t(4) = 2.776
+    normal, t = mean_ci(vals), mean_ci(vals, small_sample=True)
+    half = 2.776 * math.sqrt(0.025) / math.sqrt(5)
+    assert t["ci95"] == pytest.approx([0.6 - half, 0.6 + half], abs=1e-6)
+    assert t["ci95"][1] - t["ci95"][0] > normal["ci95"][1] - normal["ci95"][0]
+    assert mean_ci([0.3], small_sample=True)["ci95"] == [0.3, 0.3]  # one seed: no interval to give

@@ -90,6 +90,24 @@ def test_rm_records_per_arm(micro_run):
 
 
 @pytest.mark.slow
+def test_over_optimisation_curves_and_peak_gold_per_arm(micro_run):
+    """KL(pi || SFT) and the batch's gold reward at every PPO step of every arm; each arm's peak."""
+    cfg, run_dir, s = micro_run
+    steps = cfg.frft.alpha * cfg.frft.steps_per_iteration
+    assert set(s["curves"]) == set(ALL_ARMS) == set(s["peak_gold"])
+    for arm, c in s["curves"].items():
+        assert len(c["kl"]) == len(c["gold"]) == steps
+        # a sampled KL estimate (one batch can dip below 0): 0 at step 1, where the policy is SFT, then it drifts
+        assert abs(c["kl"][0]) < 1e-3 and max(c["kl"]) > 0
+        p = s["peak_gold"][arm]
+        assert p["gold"] == max(c["gold"]) and p["kl"] == c["kl"][p["step"] - 1]
+    # the oracle's PPO reward is the gold reward: its curve is the score it trained on
+    assert s["curves"]["oracle"]["gold"] == pytest.approx(s["rm_score"]["oracle"], abs=1e-5)
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert sum(x.get("arm") == "frft" and "gold/mean" in x for x in lines) == steps
+
+
+@pytest.mark.slow
 def test_rm_score_of_policy_samples_rose_over_ppo(micro_run):
     _, _, s = micro_run
     scores = s["rm_score"]["vanilla"]  # one fixed RM, so scores are comparable across steps

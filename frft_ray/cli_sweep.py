@@ -1,0 +1,36 @@
+"""`frft-ray sweep --grid FILE [--grid FILE ...]`: run grids of whole runs and write docs/results.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sweep", help="run a grid of runs (seeds x arms x filter settings ...) and write the report")
+    p.add_argument("--grid", action="append", required=True, metavar="FILE",
+                   help="grid YAML (base config, shared overrides, axes); repeat for several grids, one report")
+    p.add_argument("--out", default="runs/sweeps", help="where the cells' run folders and the SFT/RM cache go")
+    p.add_argument("--results", default="docs/results.md", help="the markdown report to write")
+    p.add_argument("--img-dir", default="docs/img", help="where the report's PNGs go")
+    p.add_argument("--report-only", action="store_true", help="run nothing: rewrite the report from finished cells")
+    p.set_defaults(func=cmd_sweep)
+
+
+def cmd_sweep(args) -> int:
+    from frft_ray.cli_run import _setup_logging
+    from frft_ray.sweep import load_grid, run_grid
+    from frft_ray.sweep_report import collect, write_results
+
+    grids = [load_grid(g) for g in args.grid]  # every cell's config is checked before anything runs
+    out = Path(args.out)
+    _setup_logging(out)
+    sections = []
+    for grid in grids:
+        if not args.report_only:
+            for r in run_grid(grid, out):
+                extra = f", SFT + initial RM {r.base}, {r.wall_s:.0f}s" if r.status == "ran" else ""
+                print(f"cell {grid.name}/{r.cell.name}: {r.status}{extra}")
+        sections.append((grid, collect(grid, out)))
+    path = write_results(sections, Path(args.results), Path(args.img_dir))
+    print(f"report: {path} ({sum(len(c) for _, c in sections)} finished cells)")
+    return 0

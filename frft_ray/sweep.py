@@ -1,0 +1,202 @@
+"""The experiment runner: a grid of whole runs, each a folder, with SFT and the initial RM shared.
+
+A grid file (YAML) names a base config, overrides for every cell, and axes; each axis lists values,
+and a value is one `--set` override or a list of them. Cells are the product of the axes:
+
+    name: ablation                 # optional; default: the file's stem
+    base: sweep                    # a config file or packaged name, as `--config`
+    set: ["frft.arms=[vanilla, frft]"]
+    axes:
+      seed: [[seed=0, data.benchmark.seed=0], [seed=1, data.benchmark.seed=1]]
+      alpha: [frft.alpha=1, frft.alpha=3]
+
+An axis named `seed` is what the report averages over (mean and 95% CI over seeds); every other
+axis labels a group. A cell is `OUT/<grid>/<axis>-<label>__...`, a normal run folder:
+- a cell whose `summary.json` exists is skipped (a finished run); one with a `latest` resumes;
+- SFT and the initial RM depend only on `base_key(cfg)` (seed, data, models, sft, the initial RM's
+  settings, precision). The first cell with a key trains them and copies `ckpt/sft` and `ckpt/rm-v0`
+  to `OUT/base-cache/<key>/`; later cells link them into their folder and start as a resume after
+  the initial RM (so their summary's wall time still counts the base, as a standalone run would).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from frft_ray.config import ConfigError, RunConfig, load_config
+from frft_ray.run_state import LATEST, STATE_FILE, atomic_write_text, write_json
+
+log = logging.getLogger("frft_ray")
+
+SEED_AXIS = "seed"
+CELL_FILE = "cell.json"  # what the runner knows of a cell: its axes, overrides, base reuse, wall time
+BASE_PARTS = ("sft", "rm-v0")  # the checkpoint folders a cell shares with cells of the same base_key
+
+
+@dataclass
+class Cell:
+    name: str  # the folder name: "<axis>-<label>" per axis, joined by "__"
+    labels: dict[str, str]  # axis -> the value's label
+    overrides: list[str]  # the grid's `set` then each axis value's overrides, in axis order
+
+    @property
+    def group(self) -> tuple[tuple[str, str], ...]:
+        """The cell's labels on every axis but the seed: cells of one group differ only by seed."""
+        return tuple((a, v) for a, v in self.labels.items() if a != SEED_AXIS)
+
+
+@dataclass
+class Grid:
+    name: str
+    base: str
+    cells: list[Cell]
+    axes: dict[str, list[str]] = field(default_factory=dict)  # axis -> the labels of its values
+
+    def config(self, cell: Cell) -> RunConfig:
+        return load_config(self.base, cell.overrides)
+
+
+def load_grid(path: str | Path) -> Grid:
+    """Read and check a grid file; every cell's config is loaded here, so a bad override fails
+    before anything runs, naming the cell and the key."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"grid file {path} does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    unknown = set(raw) - {"name", "base", "set", "axes"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown grid key(s) {sorted(unknown)}; a grid has name, base, set, axes")
+    if not isinstance(raw.get("base"), str):
+        raise ConfigError(f"{path}: `base` must name a config file or packaged config (e.g. base: sweep)")
+    common = _as_overrides(raw.get("set", []), f"{path}: set")
+    axes_raw = raw.get("axes") or {}
+    if not isinstance(axes_raw, dict) or not all(isinstance(v, list) and v for v in axes_raw.values()):
+        raise ConfigError(f"{path}: `axes` must map each axis name to a non-empty list of values")
+    axes = {a: [_as_overrides(v, f"{path}: axes.{a}[{i}]") for i, v in enumerate(vals)] for a, vals in axes_raw.items()}
+    labels = {a: [_label(v) for v in vals] for a, vals in axes.items()}
+    for a, ls in labels.items():
+        if len(set(ls)) != len(ls):
+            raise ConfigError(f"{path}: axes.{a} has two values with the same label: {ls}")
+    cells = []
+    for combo in itertools.product(*[range(len(v)) for v in axes.values()]):
+        lab = {a: labels[a][i] for a, i in zip(axes, combo)}
+        overrides = common + [o for a, i in zip(axes, combo) for o in axes[a][i]]
+        name = "__".join(f"{a}-{v}" for a, v in lab.items()) or "base"
+        cells.append(Cell(name=name, labels=lab, overrides=overrides))
+    grid = Grid(name=str(raw.get("name") or path.stem), base=raw["base"], cells=cells, axes=labels)
+    for cell in cells:
+        try:
+            grid.config(cell)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: cell {cell.name}: {e}") from None
+    return grid
+
+
+def _as_overrides(value, where: str) -> list[str]:
+    vals = [value] if isinstance(value, str) else value
+    if not isinstance(vals, list) or not all(isinstance(v, str) and "=" in v for v in vals):
+        raise ConfigError(f"{where}: expected a KEY=VALUE override or a list of them, got {value!r}")
+    return list(vals)
+
+
+def _label(overrides: list[str]) -> str:
+    """A value's label: the right-hand sides of its overrides, made safe for a folder name."""
+    text = "+".join(o.split("=", 1)[1] for o in overrides)
+    return re.sub(r"[^A-Za-z0-9.+_-]+", "", text.replace(", ", "+").replace(",", "+")) or "x"
+
+
+# ---------------------------------------------------------------- shared SFT and initial RM
+
+
+def base_key(cfg: RunConfig) -> str:
+    """A hash of every setting SFT and the initial RM depend on (not the RL arms', filter's or refits')."""
+    d = cfg.model_dump(mode="json")
+    reward = {k: v for k, v in d["reward"].items() if not k.startswith("refit_")}
+    deps = {"seed": d["seed"], "data": d["data"], "models": d["models"], "sft": d["sft"], "reward": reward,
+            "precision": d.get("precision")}
+    return hashlib.sha256(json.dumps(deps, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def seed_from_cache(cell_dir: Path, cache: Path) -> None:
+    """Start a cell folder as a run stopped right after its initial RM: link the cached SFT policy
+    and RM in, and point `latest` at the RM folder, whose state says SFT and the initial RM are done."""
+    (cell_dir / "ckpt").mkdir(parents=True, exist_ok=True)
+    for part in BASE_PARTS:
+        link = cell_dir / "ckpt" / part
+        if not link.exists():
+            link.symlink_to(cache / part)
+    atomic_write_text(cell_dir / LATEST, "ckpt/rm-v0\n")
+
+
+def save_to_cache(cell_dir: Path, cache: Path) -> None:
+    """Copy a cell's SFT policy and initial RM (with the state written beside the RM) into the cache."""
+    if cache.exists() or not all((cell_dir / "ckpt" / p).is_dir() for p in BASE_PARTS):
+        return
+    tmp = cache.with_name(cache.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for part in BASE_PARTS:
+        shutil.copytree(cell_dir / "ckpt" / part, tmp / part, symlinks=False)
+    if not (tmp / "rm-v0" / STATE_FILE).exists():
+        raise FileNotFoundError(f"{cell_dir}/ckpt/rm-v0 has no {STATE_FILE}; it cannot seed other cells")
+    tmp.rename(cache)
+
+
+# ---------------------------------------------------------------- running
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    dir: Path
+    status: str  # "ran", or "skipped" (finished before)
+    base: str = ""  # SFT + initial RM: "trained" here, "cached" (another cell's), "resumed" (this cell's, earlier)
+    wall_s: float = 0.0
+
+
+def run_grid(grid: Grid, out: Path) -> list[CellResult]:
+    """Run every cell of `grid` under `out/<grid.name>/`, in order, skipping finished ones."""
+    import ray
+
+    from frft_ray import driver, phases
+
+    results, started = [], False
+    try:
+        for i, cell in enumerate(grid.cells, 1):
+            cfg = grid.config(cell)
+            cell_dir = (Path(out) / grid.name / cell.name).resolve()
+            if (cell_dir / "summary.json").exists():
+                log.info("sweep %s [%d/%d] %s: finished before, skipped", grid.name, i, len(grid.cells), cell.name)
+                results.append(CellResult(cell, cell_dir, "skipped"))
+                continue
+            cache = Path(out).resolve() / "base-cache" / base_key(cfg)
+            resume = (cell_dir / LATEST).exists()  # a cell stopped part way (a crash, Ctrl-C) continues
+            base = "resumed" if resume else "cached" if cache.exists() else "trained"
+            if base == "cached":
+                seed_from_cache(cell_dir, cache)
+            log.info("sweep %s [%d/%d] %s: running (SFT + initial RM %s)", grid.name, i, len(grid.cells),
+                     cell.name, base)
+            started = phases.ray_init(cfg) or started  # one Ray for the whole sweep
+            t0 = time.time()
+            summary = driver.run(cfg, cell_dir, resume=base != "trained")
+            wall = time.time() - t0
+            if summary is None:
+                raise RuntimeError(f"cell {cell.name} stopped before its summary (frft.stop_after?); "
+                                   "a sweep cell must run to the end")
+            save_to_cache(cell_dir, cache)
+            write_json(cell_dir / CELL_FILE, {"name": cell.name, "labels": cell.labels, "overrides": cell.overrides,
+                                              "base": base, "base_key": cache.name, "wall_s": round(wall, 2)})
+            results.append(CellResult(cell, cell_dir, "ran", base, wall))
+    finally:
+        if started:
+            ray.shutdown()
+    return results
