@@ -86,7 +86,7 @@ class ArmTrainer:
             version = ray.get(self.learner.get_version.remote())
             self.pool.load_checkpoint(sft_path)
             if version:
-                self.pool.set_weights(self.learner.get_weights.remote(), version)
+                self.pool.sync_from_learner(version)
         run.state.add_timing(timer.totals)
 
     def remaining_iterations(self) -> Iterator[int]:
@@ -186,7 +186,7 @@ class ArmTrainer:
                 gold = self.data.gold(batch.prompts, batch.responses) if self.oracle else None
                 stats = ray.get(self.learner.train_step.remote(batch, gold))
             with timer("sync"):
-                self.pool.set_weights(self.learner.get_weights.remote(), stats["policy_version"])
+                self.pool.sync_from_learner(stats["policy_version"])
             rec.scores.append(stats["ppo/score_mean"])
             global_step = (self.it - 1) * cfg.frft.steps_per_iteration + step + 1
             self.run.metrics.log({"arm": self.arm, "iteration": self.it, "step": global_step, **stats},
@@ -198,6 +198,8 @@ class ArmTrainer:
         rec, timer = self.record, self.timer
         rec.timing = {k: round(v, 3) for k, v in timer.totals.items()}
         self.run.state.add_timing(timer.totals)
+        with timer("sync_check"):  # every worker holds the learner's weights, bit for bit (raises if not)
+            verified = self.pool.check_weights()
         with timer("checkpoint"):
             ray.get(self.learner.save.remote(str(self.iter_dir / "policy"), {
                 "kind": "policy", "arm": self.arm, "iteration": self.it, "rm_version": self.rm_version}))
@@ -207,6 +209,7 @@ class ArmTrainer:
         self.run.metrics.log({"arm": self.arm, "iteration": self.it, "records": rec.records,
                               "rm/heldout_accuracy": rec.rm_heldout, "rm/on_policy_accuracy": rec.rm_on_policy,
                               "rollout/restarts": self.pool.restarts - self.restarts_before,
+                              "rollout/weights_verified": int(verified),
                               **timer.as_metrics()}, step=self.it, prefix=f"{self.arm}/iter/")
         log.info("[%s it %d/%d] rm v%d on-policy acc %s | score %.3f -> %.3f | %s", self.arm, self.it,
                  self.cfg.frft.alpha, self.rm_version, _fmt(rec.rm_on_policy), rec.score_first, rec.score_last,
