@@ -110,7 +110,8 @@ def views(entries: list[Entry], buckets: list[torch.Tensor]) -> dict[str, torch.
 @torch.no_grad()
 def unpack_into(target: dict[str, torch.Tensor], entries: list[Entry], buckets,
                 bucket: int | None = None) -> None:
-    """Copy the entries (of one bucket, or all) into `target`'s tensors, which keep their device and dtype."""
+    """Copy the entries (of one bucket, or all) into `target`'s tensors, which keep their device and dtype.
+    `buckets[i]` is bucket i's byte tensor (a list, or a dict holding the one bucket being copied)."""
     for e in entries:
         if bucket is not None and e.bucket != bucket:
             continue
