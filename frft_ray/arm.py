@@ -196,10 +196,10 @@ class ArmTrainer:
     def checkpoint(self) -> None:
         """Save policy + learner state, then the run state and `latest` (written last)."""
         rec, timer = self.record, self.timer
-        rec.timing = {k: round(v, 3) for k, v in timer.totals.items()}
-        self.run.state.add_timing(timer.totals)
         with timer("sync_check"):  # every worker holds the learner's weights, bit for bit (raises if not)
             verified = self.pool.check_weights()
+        rec.timing = {k: round(v, 3) for k, v in timer.totals.items()}
+        self.run.state.add_timing(timer.totals)
         with timer("checkpoint"):
             ray.get(self.learner.save.remote(str(self.iter_dir / "policy"), {
                 "kind": "policy", "arm": self.arm, "iteration": self.it, "rm_version": self.rm_version}))
