@@ -126,7 +126,8 @@ class RolloutPool:
         if self.sync.plan.method == "object_store":
             return self.set_weights(self.sync.packed_ref(version), version)
         self._weights_ref, self.version = None, version
-        if self.sync.plan.method == "collective" and not self.sync.joined:  # every worker leaves its old group; a restarted one is restored first
+        if self.sync.plan.method == "collective" and not self.sync.joined:
+            # a new group forms: every worker leaves its old one, and a restarted worker is restored first
             self._on_all(lambda w: w.sync_close.remote())
         for attempt in range(2):
             lost = self.sync.push(self.workers, version)

@@ -25,7 +25,8 @@ class RolloutWorker(WeightSink):
 
     Weights arrive with a version number by the pool's `rollout.weight_sync` method (packed buckets
     through the object store, a collective broadcast from the learner, or CUDA IPC handles; see
-    actors/weight_sync.py); a worker never mixes versions inside one batch and refuses to go backwards. The HF engine holds its policy on
+    actors/weight_sync.py); a worker never mixes versions inside one batch and refuses to go backwards.
+    The HF engine holds its policy on
     `devices.role_device(placement.rollout.num_gpus)` in `devices.compute_dtype(precision)`: it only
     infers, so the weights themselves are cast (bf16 on GPUs); loaded weights keep that device and
     dtype. Batches leave the worker on the CPU.

@@ -58,7 +58,8 @@ def test_micro_run_writes_checkpoints_metrics_and_summary(micro_run):
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("timing/ppo" in x for x in lines) and any("ppo/policy_loss" in x for x in lines)
     # after every iteration the rollout workers held the learner's weights, bit for bit (collective sync)
-    verified = [(x["arm"], x["iteration"], x["rollout/weights_verified"]) for x in lines if "rollout/weights_verified" in x]
+    key = "rollout/weights_verified"
+    verified = [(x["arm"], x["iteration"], x[key]) for x in lines if key in x]
     assert verified == [(a, it, 1) for a in ALL_ARMS for it in range(1, cfg.frft.alpha + 1)]
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     assert (run_dir / "report.png").stat().st_size > 10_000
