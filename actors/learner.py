@@ -2,7 +2,8 @@
 
 It holds policy + value head + frozen reference + the RM version it was given. It runs SFT on
 demonstrations, scores each rollout batch with its RM, runs the PPO epochs, measures the RM's
-accuracy on pairs (the driver's RM-vs-truth diagnostics), and hands out versioned weights.
+accuracy on pairs (the driver's RM-vs-truth diagnostics), and hands out versioned weights
+(`WeightSource`: packed for the object store, broadcast to a collective group, or CUDA IPC handles).
 Checkpoints hold policy, value head, optimizer and KL-controller state. `start_learner` places it
 by `placement.learner`; it computes on `devices.role_device` with fp32 master weights and runs
 forward/backward (PPO, SFT) and RM scoring under autocast to `devices.compute_dtype(cfg.precision)`.
@@ -15,6 +16,7 @@ from pathlib import Path
 import ray
 
 from actors.common import setup_process
+from actors.weight_sync import WeightSource
 from frft_ray.config import RunConfig
 
 LEARNER_STATE = "learner_state.pt"
@@ -26,7 +28,7 @@ def start_learner(cfg: RunConfig) -> "ray.actor.ActorHandle":
 
 
 @ray.remote
-class LearnerActor:
+class LearnerActor(WeightSource):
     def __init__(self, cfg: RunConfig):
         setup_process(cfg.resources.torch_threads)
         import torch  # noqa: F401
@@ -121,20 +123,25 @@ class LearnerActor:
         stats["policy_version"] = self.version
         return stats
 
-    def get_weights(self) -> dict:
-        """The policy's state dict (CPU); its version is `self.version` (returned by train_step).
+    def _sync_state(self, version: int | None = None) -> dict:
+        """The policy's state dict for a weight sync (actors/weight_sync.py, `WeightSource`); `version`, when
+        given, must be the one this learner holds (a restored rollout worker asks for the pool's).
 
         Non-finite weights are refused here, naming the role and precision, rather than sent on to
         the rollout workers (where CUDA sampling would stop on a device-side assert)."""
         import torch
 
+        from frft_ray.weight_sync import WeightSyncError
+
+        if version is not None and version != self.version:
+            raise WeightSyncError(f"learner: asked for policy weights v{version}, holds v{self.version}")
         state = self.policy.state_dict()
         bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise FloatingPointError(
                 f"learner: policy weights v{self.version} hold NaN/inf in {len(bad)} tensor(s) (first: {bad[0]}), "
                 f"precision={self.cfg.precision} on {self.device_info()}; try --set precision=fp32")
-        return {k: v.detach().cpu().clone() for k, v in state.items()}
+        return state
 
     def get_version(self) -> int:
         return self.version

@@ -3,12 +3,17 @@
 The driver calls `generate(prompts)`: prompts are sharded contiguously across workers and the
 shards are gathered back in order, so N workers return exactly what one would, in the same order.
 
+Weights: `attach_learner(learner)` chooses how the learner's weights reach the workers
+(`rollout.weight_sync`, logged once; actors/weight_sync.py) and `sync_from_learner(version)` sends each
+new version by it. `set_weights(state_dict_or_ref, version)` sends given weights through the object store.
+
 A worker whose process dies (OOM, a lost node, `kill -9`) is restarted by Ray (`rollout.max_restarts`)
-in its own placement-group bundle. The pool keeps the ObjectRef of the last weights it sent, so it
-brings the new process to the current policy and weights version (`RolloutWorker.restore`), asks it
-for that worker's share once more, logs it and counts it in `restarts` (logged per iteration as
-`rollout/restarts`). A worker that cannot come back, or fails again, stops the run with
-`RolloutWorkerLost`.
+in its own placement-group bundle. The pool keeps the ObjectRef of the last weights it sent through the
+object store (with a collective or CUDA IPC sync, it asks the learner for that version packed, once),
+so it brings the new process to the current policy and weights version (`RolloutWorker.restore`); a
+collective group is formed again, new process included, at the next sync. It asks the worker for its
+share once more, logs it and counts it in `restarts` (logged per iteration as `rollout/restarts`). A
+worker that cannot come back, or fails again, stops the run with `RolloutWorkerLost`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.rollout_worker import NeedsRestore, RolloutWorker
+from actors.weight_sync import PoolSync
 from frft_ray.config import RunConfig
 from frft_ray.faults import RoleDiedError, first_line
 from frft_ray.placement_check import ROLLOUT_STRATEGY
@@ -51,6 +57,7 @@ class RolloutPool:
         self.pg = None
         self.version = 0
         self._weights_ref = None  # kept: a restarted worker is sent the same object
+        self.sync: PoolSync | None = None  # the learner -> workers sync, once a learner is attached
         self.restarts = 0  # workers restored after their process died, over the pool's life
         self.resize(cfg.rollout.num_workers, wait)
 
@@ -73,8 +80,12 @@ class RolloutPool:
         ]
         if self._weights_ref is not None:
             self._on_all(lambda w: w.set_weights.remote(self._weights_ref, self.version))
-        elif wait:
+        elif wait or (self.sync is not None and self.version):
             self.wait_ready()
+        if self.sync is not None:  # the new workers may sit elsewhere: choose again, form a new group
+            self.sync.plan_for(self.workers)
+            if self._weights_ref is None and self.version:
+                self.sync_from_learner(self.version)
 
     def wait_ready(self, timeout_s: float = 600.0) -> None:
         """Block until every worker has loaded its policy."""
@@ -96,12 +107,40 @@ class RolloutPool:
         self._weights_ref, self.version = None, 0
         self._on_all(lambda w: w.load_checkpoint.remote(self.policy_path))
 
+    def attach_learner(self, learner) -> None:
+        """Sync weights from `learner` from now on, by the method `rollout.weight_sync` gives (logged)."""
+        self.sync = PoolSync(self.cfg.rollout.weight_sync, learner)
+        self.sync.plan_for(self.workers)
+
     def set_weights(self, state_dict_or_ref, version: int) -> None:
         """One object in the store; every worker loads it; returns when all hold `version`."""
         ref = state_dict_or_ref if isinstance(state_dict_or_ref, ray.ObjectRef) else ray.put(state_dict_or_ref)
         self._weights_ref, self.version = ref, version  # what a worker restarted from now on is restored to
         got = self._on_all(lambda w: w.set_weights.remote(ref, version))
         assert all(v == version for v in got), f"rollout workers report versions {got}, expected {version}"
+
+    def sync_from_learner(self, version: int) -> None:
+        """The attached learner's weights at `version` to every worker; returns when all hold it."""
+        if self.sync is None:
+            raise RuntimeError("rollout pool: sync_from_learner before attach_learner")
+        if self.sync.plan.method == "object_store":
+            return self.set_weights(self.sync.packed_ref(version), version)
+        self._weights_ref, self.version = None, version
+        if self.sync.plan.method == "collective" and not self.sync.joined:
+            # a new group forms: every worker leaves its old one, and a restarted worker is restored first
+            self._on_all(lambda w: w.sync_close.remote())
+        for attempt in range(2):
+            lost = self.sync.push(self.workers, version)
+            if not lost:
+                return
+            if attempt:
+                raise RolloutWorkerLost(f"rollout worker(s) {[i for i, _ in lost]} lost again during the weight sync")
+            for i, err in lost:
+                self._restore(i, err)
+
+    def check_weights(self) -> bool:
+        """True when every worker holds the attached learner's weights bit for bit (see `PoolSync.check`)."""
+        return self.sync is not None and self.sync.check(self.workers)
 
     def generate(self, prompts: list[str], greedy: bool = False, seed: int | None = None):
         from frft_ray.rollout import RolloutBatch
@@ -136,9 +175,14 @@ class RolloutPool:
         log.warning("rollout worker %d lost (%s); restoring weights v%d and retrying its share once",
                     i, first_line(err), self.version)
         deadline, died = time.monotonic() + timeout_s, 0
+        weights = self._weights_ref
+        if self.sync is not None:
+            self.sync.invalidate()  # the new process is in no group yet
+            if weights is None and self.version:
+                weights = self.sync.packed_ref(self.version)
         while True:
             try:
-                ray.get(self.workers[i].restore.remote(self.policy_path, self._weights_ref, self.version),
+                ray.get(self.workers[i].restore.remote(self.policy_path, weights, self.version),
                         timeout=max(1.0, deadline - time.monotonic()))
                 break
             except ray.exceptions.ActorUnavailableError:  # restarting: its new process is not up yet
@@ -168,6 +212,8 @@ class RolloutPool:
         for w in self.workers:
             ray.kill(w)
         self.workers = []
+        if self.sync is not None:
+            self.sync.invalidate()
         if self.pg is not None:
             remove_placement_group(self.pg)
             self.pg = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ray
 
 from actors.common import setup_process
+from actors.weight_sync import WeightSink
 from frft_ray.config import RunConfig
 
 
@@ -13,7 +14,7 @@ class NeedsRestore(RuntimeError):
 
 
 @ray.remote
-class RolloutWorker:
+class RolloutWorker(WeightSink):
     """Generates with the HF engine (`engine: hf`) or vLLM (`engine: vllm`, see actors/vllm_engine.py).
 
     Restarts: the pool (actors/rollout_pool.py) starts workers with Ray's `max_restarts`, so a worker
@@ -22,8 +23,10 @@ class RolloutWorker:
     policy and weights, such a worker refuses to generate or take weights (`NeedsRestore`): a batch
     from a restarted worker can never carry stale weights under a current version number.
 
-    Weights arrive as a state dict through the object store with a version number; a worker never
-    mixes versions inside one batch and refuses to go backwards. The HF engine holds its policy on
+    Weights arrive with a version number by the pool's `rollout.weight_sync` method (packed buckets
+    through the object store, a collective broadcast from the learner, or CUDA IPC handles; see
+    actors/weight_sync.py); a worker never mixes versions inside one batch and refuses to go backwards.
+    The HF engine holds its policy on
     `devices.role_device(placement.rollout.num_gpus)` in `devices.compute_dtype(precision)`: it only
     infers, so the weights themselves are cast (bf16 on GPUs); loaded weights keep that device and
     dtype. Batches leave the worker on the CPU.
@@ -54,9 +57,10 @@ class RolloutWorker:
         if self.restarted:
             raise NeedsRestore(f"rollout worker {self.rank} was restarted and has not been restored yet")
 
-    def restore(self, policy_path: str, weights: dict | None, version: int) -> int:
+    def restore(self, policy_path: str, weights, version: int) -> int:
         """Bring a restarted worker to the pool's state: its current policy checkpoint, then (when the
-        pool has sent weights since) those weights at `version`. Returns the version it now holds."""
+        pool has sent weights since) those weights at `version` (`set_weights`: packed or a state dict).
+        Returns the version it now holds."""
         self.restarted = False
         try:
             if policy_path != self.policy_path:
@@ -101,16 +105,28 @@ class RolloutWorker:
         self.policy_path, self.version = policy_path, 0
         return 0
 
-    def set_weights(self, state_dict: dict, version: int) -> int:
+    # ---- weight sync (actors/weight_sync.py, `WeightSink`: set_weights, sync_receive, sync_ipc)
+    def _accept(self, version: int) -> None:
         self._check_restored()
         if version < self.version:
             raise ValueError(f"rollout worker {self.rank}: refusing weights v{version} older than v{self.version}")
+
+    def _sync_target(self) -> dict | None:
+        return None if self.engine is not None else self.policy.state_dict()
+
+    def _install(self, entries: list, buckets: list, version: int) -> None:
+        from frft_ray.weight_pack import unpack_into, views
+
         if self.engine is not None:
-            self.engine.load_weights(state_dict, version)
+            self.engine.load_weights(views(entries, buckets), version)
         else:
-            self.policy.load_state_dict(state_dict)  # copies into the held tensors: device and dtype kept
-        self.version = version
-        return version
+            unpack_into(self.policy.state_dict(), entries, buckets)  # in place: device and dtype kept
+
+    def _install_state_dict(self, state: dict, version: int) -> None:
+        if self.engine is not None:
+            self.engine.load_weights(state, version)
+        else:
+            self.policy.load_state_dict(state)  # copies into the held tensors: device and dtype kept
 
     def generate(self, prompts: list[str], greedy: bool = False, seed: int | None = None):
         self._check_restored()

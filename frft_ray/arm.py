@@ -86,7 +86,7 @@ class ArmTrainer:
             version = ray.get(self.learner.get_version.remote())
             self.pool.load_checkpoint(sft_path)
             if version:
-                self.pool.set_weights(self.learner.get_weights.remote(), version)
+                self.pool.sync_from_learner(version)
         run.state.add_timing(timer.totals)
 
     def remaining_iterations(self) -> Iterator[int]:
@@ -186,7 +186,7 @@ class ArmTrainer:
                 gold = self.data.gold(batch.prompts, batch.responses) if self.data.gold is not None else None
                 stats = ray.get(self.learner.train_step.remote(batch, gold if self.oracle else None))
             with timer("sync"):
-                self.pool.set_weights(self.learner.get_weights.remote(), stats["policy_version"])
+                self.pool.sync_from_learner(stats["policy_version"])
             # the over-optimisation curve: KL(pi || SFT) and the gold reward of the same batch, every step
             rec.scores.append(stats["ppo/score_mean"])
             rec.kl.append(stats["ppo/mean_kl"])
@@ -201,6 +201,8 @@ class ArmTrainer:
     def checkpoint(self) -> None:
         """Save policy + learner state, then the run state and `latest` (written last)."""
         rec, timer = self.record, self.timer
+        with timer("sync_check"):  # every worker holds the learner's weights, bit for bit (raises if not)
+            verified = self.pool.check_weights()
         rec.timing = {k: round(v, 3) for k, v in timer.totals.items()}
         self.run.state.add_timing(timer.totals)
         with timer("checkpoint"):
@@ -212,6 +214,7 @@ class ArmTrainer:
         self.run.metrics.log({"arm": self.arm, "iteration": self.it, "records": rec.records,
                               "rm/heldout_accuracy": rec.rm_heldout, "rm/on_policy_accuracy": rec.rm_on_policy,
                               "rollout/restarts": self.pool.restarts - self.restarts_before,
+                              "rollout/weights_verified": int(verified),
                               **timer.as_metrics()}, step=self.it, prefix=f"{self.arm}/iter/")
         log.info("[%s it %d/%d] rm v%d on-policy acc %s | score %.3f -> %.3f | %s", self.arm, self.it,
                  self.cfg.frft.alpha, self.rm_version, _fmt(rec.rm_on_policy), rec.score_first, rec.score_last,

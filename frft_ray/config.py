@@ -106,6 +106,11 @@ class RolloutConfig(Section):
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass; 1 = off")
     filter_prompts: int = Field(256, ge=1, description="K: prompts sampled for FRFT filtering")
     samples_per_prompt: int = Field(1, ge=1, description="generations per filtering prompt (G = filter_prompts x this)")
+    weight_sync: Literal["auto", "object_store", "collective", "cuda_ipc"] = Field(
+        "auto", description="how each new policy version reaches the rollout workers, always in their dtype (bf16 on "
+        "GPUs): object_store (one packed object per version), collective (torch.distributed broadcast from the "
+        "learner: NCCL across GPUs, gloo on CPUs), cuda_ipc (learner and workers on one GPU); auto: cuda_ipc when "
+        "all share one GPU, collective when each holds its own, else object_store (frft_ray/weight_sync.py)")
 
 
 class FilterConfig(Section):

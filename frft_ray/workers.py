@@ -60,6 +60,7 @@ class RunWorkers:
             # Wait for every role here rather than let them start during SFT: on a small node, processes
             # importing torch next to a multi-threaded SFT slowed it by half (2 cores, demo config).
             self.pool.wait_ready()
+            self.pool.attach_learner(self.learner)  # chooses and logs the weight-sync method (rollout.weight_sync)
             self.rm_trainer.wait_ready()
             if self.embedders is not None:
                 self.embedders.wait_ready()

@@ -22,10 +22,11 @@ ALL_ARMS = ("vanilla", "frft", "random_refit", "oracle")
 
 @pytest.fixture(scope="module")
 def micro_run(ray_local):
-    """The micro config with every arm, listed out of order (they train vanilla, frft, random_refit, oracle)."""
+    """The micro config with every arm, listed out of order (they train vanilla, frft, random_refit, oracle),
+    with weights reaching the rollout workers over a gloo collective (auto would use the object store on CPUs)."""
     run_dir = RUNS / "micro"
     shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = load_config("micro", ["frft.arms=[oracle, vanilla, frft, random_refit]"])
+    cfg = load_config("micro", ["frft.arms=[oracle, vanilla, frft, random_refit]", "rollout.weight_sync=collective"])
     summary = _run(cfg, run_dir)
     return cfg, run_dir, summary
 
@@ -56,6 +57,10 @@ def test_micro_run_writes_checkpoints_metrics_and_summary(micro_run):
     assert (oracle_last / "policy" / "model.safetensors").exists() and not (oracle_last / "rm").exists()
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("timing/ppo" in x for x in lines) and any("ppo/policy_loss" in x for x in lines)
+    # after every iteration the rollout workers held the learner's weights, bit for bit (collective sync)
+    key = "rollout/weights_verified"
+    verified = [(x["arm"], x["iteration"], x[key]) for x in lines if key in x]
+    assert verified == [(a, it, 1) for a in ALL_ARMS for it in range(1, cfg.frft.alpha + 1)]
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     assert (run_dir / "report.png").stat().st_size > 10_000
 
