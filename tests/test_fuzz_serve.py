@@ -3,6 +3,7 @@
 Wrong types, huge item counts, deep JSON, invalid UTF-8, lone surrogates, empty strings, NaN/inf
 and huge numbers. The property: every answer is a 2xx with finite scores, or a 4xx whose body is
 a JSON error `{"error", "message"}`; any 5xx fails. The number of examples is bounded (FUZZ).
+Schemathesis (in the test extra) adds cases generated from the app's own OpenAPI schema.
 """
 
 import json
@@ -15,6 +16,10 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from ray import serve  # noqa: E402
 
+try:
+    import schemathesis
+except ImportError:  # only its test is skipped
+    schemathesis = None
 from frft_ray.config import ModelsConfig, ServeConfig  # noqa: E402
 from frft_ray.models import build_reward_model, save_checkpoint, train_tokenizer  # noqa: E402
 from serve import launch  # noqa: E402
@@ -52,8 +57,8 @@ def _check(base: str, route: str, body: bytes) -> None:
 
 # ---------------------------------------------------------------- strategies
 
-texts = st.one_of(st.just(""), st.text(max_size=40),  # any code point, lone surrogates included
-                  st.text(alphabet="\x00\ufffd\u202e\U0001f600 ab", max_size=MAX_CHARS + 5))
+texts = st.one_of(st.just(""), st.text(max_size=40),  # hypothesis never draws surrogates: the alphabet has one
+                  st.text(alphabet="\x00\ud800\ufffd\u202e\U0001f600 ab", max_size=MAX_CHARS + 5))
 numbers = st.one_of(st.integers(min_value=-(10**30), max_value=10**30), st.floats(allow_nan=True, allow_infinity=True))
 scalars = st.one_of(st.none(), st.booleans(), numbers, texts)
 json_values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
@@ -125,3 +130,30 @@ HOSTILE = [
 @pytest.mark.parametrize("body", HOSTILE, ids=[f"hostile-{i}" for i in range(len(HOSTILE))])
 def test_hostile_bodies_never_500(url, route, body):
     _check(url, route, body)
+
+
+# ---------------------------------------------------------------- the OpenAPI schema's own cases
+
+
+@pytest.fixture(scope="module")
+def schema_cases(url):
+    """Cases schemathesis derives from the schema the app serves (every route, bodies that follow
+    the schema and, in its negative mode, bodies that break it)."""
+    if schemathesis is None:
+        pytest.skip("schemathesis is not installed (pip install -e '.[dev]')")
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+    ops = [op.ok() for op in schema.get_all_operations()]
+    assert {op.path for op in ops} >= set(ROUTES)
+    return st.one_of([op.as_strategy(generation_mode=m) for op in ops for m in GenerationMode])
+
+
+@FUZZ
+@given(data=st.data())
+def test_openapi_cases_never_500(url, schema_cases, data):
+    case = data.draw(schema_cases)
+    r = case.call(base_url=url, timeout=60)
+    assert r.status_code < 500, f"{case.method} {case.path} answered {r.status_code} to {case.body!r}: {r.text[:500]}"
+    if r.status_code >= 400:
+        assert set(r.json()) >= {"error", "message"}
