@@ -47,9 +47,10 @@ def build_checkpoints(root: Path) -> list[str]:
 class Client(threading.Thread):
     """One loopback client: POST /v1/score with one item until the deadline, retrying once."""
 
-    def __init__(self, k: int, url: str, deadline: float):
+    def __init__(self, k: int, url: str, t0: float, seconds: float):
         super().__init__(daemon=True)
-        self.k, self.url, self.deadline = k, url, deadline
+        self.k, self.url, self.t0, self.deadline = k, url, t0, t0 + seconds
+        self.trouble_at: list[float] = []  # seconds after the start of each first try that failed
         self.latencies: list[float] = []
         self.versions: list[int] = []
         self.failures: collections.Counter = collections.Counter()
@@ -74,6 +75,8 @@ class Client(threading.Thread):
                                "response": f" answer {i * 7} about cats"}]}
             t0 = time.perf_counter()
             out, why = self._once(session, body)
+            if why is not None:
+                self.trouble_at.append(time.monotonic() - self.t0)
             if why is not None and "not retried" not in why:
                 time.sleep(0.2)
                 out, why2 = self._once(session, body)
@@ -112,6 +115,8 @@ def main() -> int:
     args = ap.parse_args()
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on loopback
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
     from frft_ray.env import SERVE_INGRESS_ENV, apply_offline_defaults
 
     apply_offline_defaults(SERVE_INGRESS_ENV)  # as every Ray instance the project starts
@@ -132,7 +137,7 @@ def main() -> int:
           f"a new version every {args.swap_every:.0f} s, one replica killed at {args.seconds / 2:.0f} s", flush=True)
 
     t0 = time.monotonic()
-    clients = [Client(k, url, t0 + args.seconds) for k in range(args.clients)]
+    clients = [Client(k, url, t0, args.seconds) for k in range(args.clients)]
     for c in clients:
         c.start()
     version, killed = 1, None
@@ -163,6 +168,9 @@ def main() -> int:
     total = len(lat) + sum(failures.values())
     print(f"\nrequests {total} ({total / args.seconds:.0f}/s) | ok {len(lat)} | failures {sum(failures.values())} "
           f"{dict(failures) or ''} | retried and then ok {sum(retried.values())} {dict(retried) or ''}")
+    trouble = sorted(t for c in clients for t in c.trouble_at)
+    if trouble:
+        print(f"first tries that failed: {len(trouble)}, between t={trouble[0]:.1f} s and t={trouble[-1]:.1f} s")
     print(f"latency p50 {percentile(lat, 50) * 1e3:.0f} ms, p99 {percentile(lat, 99) * 1e3:.0f} ms "
           f"(a retried request: both tries and the pause)")
     print(f"versions published 1..{version}; distinct versions seen per client: min {min(seen)}, "
