@@ -20,7 +20,8 @@ def _unicode_text(value: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise ValueError(f"not valid Unicode text: a lone surrogate {value[e.start]!r} at character {e.start}") from None
+        raise ValueError(f"not valid Unicode text: a lone surrogate {value[e.start]!r} "
+                         f"at character {e.start}") from None
     return value
 
 

@@ -29,7 +29,8 @@ def _hh_lines(n: int = 30) -> bytes:
     rng = random.Random(0)
     out = []
     for i in range(n):
-        ctx = "".join(f"\n\nHuman: question {i}.{t} about pets?\n\nAssistant: answer {t}." for t in range(rng.randint(0, 2)))
+        turns = range(rng.randint(0, 2))  # earlier turns, shared by both transcripts
+        ctx = "".join(f"\n\nHuman: question {i}.{t} about pets?\n\nAssistant: answer {t}." for t in turns)
         ctx += f"\n\nHuman: what about {i}?\n\nAssistant:"
         out.append({"chosen": ctx + f" a kind reply {i}", "rejected": ctx + f" a rude reply {i}"})
     return "".join(json.dumps(r) + "\n" for r in out).encode()

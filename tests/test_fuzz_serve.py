@@ -24,7 +24,7 @@ from frft_ray.config import ModelsConfig, ServeConfig  # noqa: E402
 from frft_ray.models import build_reward_model, save_checkpoint, train_tokenizer  # noqa: E402
 from serve import launch  # noqa: E402
 
-PORT = 18433
+PORT = 18437
 URL = f"http://127.0.0.1:{PORT}"
 MAX_ITEMS, MAX_CHARS = 8, 200
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
