@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from actors.reward_trainer import RMFitJob
 from frft_ray import phases
 from frft_ray.config import ARMS, RunConfig
+from frft_ray.faults import kill_point
 from frft_ray.run_data import RunData
 from frft_ray.run_state import IterationRecord, Published
 from frft_ray.tracking import PhaseTimer
@@ -146,6 +147,7 @@ class ArmTrainer:
                            meta={"kind": "rm", "version": self.rm_version, "iteration": it, "arm": self.arm})
             with self.timer("rm_fit"):
                 fit = self.rm_trainer.fit(job, pairs, self.data.heldout)
+            kill_point(f"refit:{it}")
             self.rm_path = self.iter_dir / "rm"
             ray.get(self.learner.load_rm.remote(str(self.rm_path), self.rm_version))
             phases.publish_rm(cfg, self.run.dir, self.rm_path, self.rm_version)
@@ -196,6 +198,7 @@ class ArmTrainer:
             global_step = (self.it - 1) * cfg.frft.steps_per_iteration + step + 1
             self.run.metrics.log({"arm": self.arm, "iteration": self.it, "step": global_step, **stats},
                                  step=global_step, prefix=f"{self.arm}/")
+            kill_point(f"ppo:{self.it}:{step + 1}")
         rec.score_first, rec.score_last = rec.scores[0], rec.scores[-1]
 
     def checkpoint(self) -> None:

@@ -118,9 +118,12 @@ class RunFolder:
         (run_dir / "ckpt").mkdir(parents=True, exist_ok=True)
         dump_config(cfg, run_dir / "config.yaml")
         state = latest[1] if latest else RunState()
+        metrics = MetricsLogger(run_dir)
         if latest:
             log.info("resuming from %s (%s)", latest[0].name, _where(state))
-        return cls(run_dir, state, MetricsLogger(run_dir), wall_before=state.wall_s)
+        if resume:  # what an unfinished iteration logged before a crash is logged again when it reruns
+            metrics.keep_completed({arm: len(a.iterations) for arm, a in state.arms.items()})
+        return cls(run_dir, state, metrics, wall_before=state.wall_s)
 
     def clock(self) -> float:
         """The run's wall time so far, across resumes."""

@@ -9,6 +9,10 @@ and `frft-ray run --resume RUN_DIR` goes on from there.
 
 from __future__ import annotations
 
+import os
+import signal
+
+KILL_AT_ENV = "FRFT_RAY_TEST_KILL_AT"
 
 class RoleDiedError(RuntimeError):
     """A role of the run died and was not replaced; the message says which and how to resume."""
@@ -32,3 +36,14 @@ def first_line(err: BaseException) -> str:
     """An exception as one line: its type and the first line of its message."""
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def kill_point(name: str) -> None:
+    """A test hook: the driver SIGKILLs itself here when FRFT_RAY_TEST_KILL_AT equals `name`.
+
+    The points are `refit:<iteration>` (the RM refit has written its checkpoint, nothing else of the
+    iteration has) and `ppo:<iteration>:<step>` (after that PPO step's update and weight sync, before
+    the iteration's checkpoint). tests/test_driver_crash.py uses them to crash a real `frft-ray run`
+    at a known place, as `kill -9` from outside would, and then resumes it."""
+    if os.environ.get(KILL_AT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)

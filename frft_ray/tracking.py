@@ -9,6 +9,8 @@ from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
+from frft_ray.run_state import atomic_write_text
+
 log = logging.getLogger("frft_ray")
 
 
@@ -42,6 +44,29 @@ class MetricsLogger:
             self._tb = SummaryWriter(str(run_dir / "tb"))
         except Exception as e:  # TensorBoard is optional at run time; the JSONL is the record
             log.warning("TensorBoard disabled: %s", e)
+
+    def keep_completed(self, completed: dict[str, int]) -> int:
+        """On a resume: drop the records of iterations that no checkpoint holds (a crash after some PPO
+        steps logged them), and a line cut short by the crash, so each iteration is in metrics.jsonl
+        once. `completed` is each arm's number of checkpointed iterations. Returns the lines dropped."""
+        if not self.path.exists():
+            return 0
+        kept, dropped = [], 0
+        for line in self.path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                dropped += 1
+                continue
+            arm, it = rec.get("arm"), rec.get("iteration")
+            if arm is not None and it is not None and it > completed.get(arm, 0):
+                dropped += 1
+                continue
+            kept.append(line)
+        if dropped:
+            atomic_write_text(self.path, "".join(f"{x}\n" for x in kept))
+            log.info("metrics.jsonl: dropped %d record(s) of iterations the crash left unfinished", dropped)
+        return dropped
 
     def log(self, record: dict, step: int | None = None, prefix: str = "") -> None:
         record = {"time": round(time.time(), 3), **record}

@@ -8,15 +8,30 @@ rather than baked into the models; exceeding one is a 413 whose message names th
 from __future__ import annotations
 
 import math
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr
+
+
+def _unicode_text(value: str) -> str:
+    """JSON may carry an escaped lone surrogate ("\\ud800"), which decodes to a str that no
+    tokenizer can encode: refuse it here (422 naming the field), not in the model (500)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"not valid Unicode text: a lone surrogate {value[e.start]!r} "
+                         f"at character {e.start}") from None
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_unicode_text)]
 
 
 class ScoreItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    prompt: StrictStr
-    response: StrictStr
+    prompt: Text
+    response: Text
 
 
 class ScoreRequest(BaseModel):
@@ -39,8 +54,8 @@ class RewardRequest(BaseModel):
     """
 
     model_config = ConfigDict(extra="ignore")
-    query: list[StrictStr] = Field(min_length=1)
-    prompts: list[StrictStr] | None = None
+    query: list[Text] = Field(min_length=1)
+    prompts: list[Text] | None = None
     labels: list[Any] | None = None
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from frft_ray.data.records import BadRecordError, LoadReport
+from frft_ray.faults import first_line
 
 OnBadRecord = Literal["error", "skip"]
 PROGRESS_MIN_BYTES = 4 << 20  # files smaller than this load in well under a second: no bar
@@ -117,6 +118,8 @@ def iter_json_lines(path: Path, policy: BadRecordPolicy, progress: bool = False)
                         obj = json.loads(text)
                     except json.JSONDecodeError as e:
                         raise RecordRejected("invalid_json", e.msg + f" at column {e.colno}") from None
+                    except (ValueError, RecursionError) as e:  # an integer over 4300 digits; nesting too deep
+                        raise RecordRejected("invalid_json", first_line(e)) from None
                     if not isinstance(obj, dict):
                         raise RecordRejected("not_an_object", f"got a JSON {type(obj).__name__}")
                 except RecordRejected as err:

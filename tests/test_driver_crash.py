@@ -1,0 +1,137 @@
+"""The driver killed with SIGKILL mid-refit and mid-PPO, then `frft-ray run --resume`: the run finishes
+with every iteration exactly once and the summary of an uninterrupted run with the same seed.
+
+Each run is a real `frft-ray run` subprocess with its own local Ray (address=local), in its own
+session, so the test can check that no Ray process outlives the killed driver. The crash point comes
+from the driver's test hook `FRFT_RAY_TEST_KILL_AT` (frft_ray/faults.py: the driver SIGKILLs itself
+there), which makes the place of the crash exact instead of a race against log lines.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from frft_ray.faults import KILL_AT_ENV
+
+RUNS = Path("/tmp/frft_test_runs")
+REPO = Path(__file__).resolve().parents[1]
+RAY_TMP = os.environ.get("FRFT_TEST_RAY_TMP", "/tmp/frft_test_ray") + "_crash"
+# one arm, two iterations of two PPO steps, the smallest base models the micro config allows
+OVERRIDES = ["frft.arms=[frft]", "frft.alpha=2", "frft.steps_per_iteration=2", "sft.epochs=1",
+             "reward.init_records=500", "eval.num_prompts=16", f"resources.temp_dir={RAY_TMP}"]
+# Ray 2.60's node agents outlive a SIGKILLed driver: when their raylet dies they try to report it to
+# the GCS, dead too, and hang there (ray/_private/process_watcher.py). Raylet, GCS and workers do die.
+# A killed driver can do nothing about it; the test kills the agents by PID and tolerates only them.
+RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+# Ray gives a starting raylet 30 s to register (fixed in Ray 2.60); on a loaded machine that can fail
+# before the run did anything, so that one error is retried
+RAY_START_TIMEOUT = "The current node timed out during startup"
+TIMING_KEYS = {"timing_s", "timing", "seconds"}  # wall-clock numbers: all a crash may change in a summary
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def _frft_ray(args: list[str], kill_at: str | None = None) -> int:
+    """Run `frft-ray` in a new session; return its exit status once it and every process of its
+    session (its Ray: GCS, raylet, workers) are gone. Survivors fail the test, after being killed."""
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env.pop(KILL_AT_ENV, None)
+    if kill_at:
+        env[KILL_AT_ENV] = kill_at
+    for attempt in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "frft_ray.cli", "run", *args], cwd=REPO, env=env,
+                                start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        _, err = proc.communicate(timeout=600)
+        survivors = _session_processes(proc.pid, wait_s=15)
+        for pid in survivors:  # clean up by PID (never by name: other Ray instances share this machine)
+            os.kill(pid, signal.SIGKILL)
+        leaked = {pid: name for pid, name in survivors.items() if not name.startswith(RAY_AGENTS)}
+        assert not leaked, f"processes of the run's Ray outlived its driver: {leaked}"
+        if RAY_START_TIMEOUT not in err:
+            break
+    if proc.returncode not in (0, -signal.SIGKILL):
+        raise AssertionError(f"frft-ray run {' '.join(args)} exited {proc.returncode}:\n{err[-3000:]}")
+    return proc.returncode
+
+
+def _session_processes(sid: int, wait_s: float) -> dict[int, str]:
+    """{pid: command line} of the processes whose session is `sid`, waiting up to `wait_s` for them
+    to exit on their own."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[3]) == sid and fields[0] != "Z":  # field 6 of stat: the session id
+                    found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:  # it exited meanwhile
+                continue
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def _run(run_dir: Path, kill_at: str | None = None) -> int:
+    shutil.rmtree(run_dir, ignore_errors=True)
+    args = ["--config", "micro", "--out", str(run_dir)]
+    for o in OVERRIDES:
+        args += ["--set", o]
+    return _frft_ray(args, kill_at)
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _without_timings(d):
+    if isinstance(d, dict):
+        return {k: _without_timings(v) for k, v in d.items() if k not in TIMING_KEYS}
+    return [_without_timings(v) for v in d] if isinstance(d, list) else d
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The uninterrupted run the crashed ones must match."""
+    run_dir = RUNS / "crash-reference"
+    assert _run(run_dir) == 0
+    return run_dir
+
+
+@pytest.mark.parametrize("kill_at, done_before", [("refit:2", 1), ("ppo:1:1", 0)],
+                         ids=["mid-refit", "mid-ppo"])
+def test_a_killed_driver_resumes_to_the_uninterrupted_result(reference, kill_at, done_before):
+    run_dir = RUNS / f"crash-{kill_at.replace(':', '-')}"
+    assert _run(run_dir, kill_at) == -signal.SIGKILL
+    assert not (run_dir / "summary.json").exists()
+    expected_latest = f"ckpt/frft-iter-{done_before:03d}" if done_before else "ckpt/rm-v0"
+    assert (run_dir / "latest").read_text().strip() == expected_latest
+    if kill_at.startswith("ppo"):  # the unfinished iteration had logged its first PPO step
+        assert [m["step"] for m in _metrics(run_dir) if "step" in m and m.get("arm") == "frft"] == [1]
+
+    assert _frft_ray(["--resume", str(run_dir)]) == 0
+
+    # every iteration and every PPO step exactly once, in the metrics and in the state
+    metrics = _metrics(run_dir)
+    assert [m["iteration"] for m in metrics if "records" in m] == [1, 2]
+    assert [m["step"] for m in metrics if "step" in m and m.get("arm") == "frft"] == [1, 2, 3, 4]
+    assert sum(m.get("phase") == "base" for m in metrics) == 1
+    state = json.loads((run_dir / "ckpt/frft-iter-002/driver_state.json").read_text())
+    assert [r["iteration"] for r in state["arms"]["frft"]["iterations"]] == [1, 2]
+    assert state["rm_version"] == 2
+    ref_state = json.loads((reference / "ckpt/frft-iter-002/driver_state.json").read_text())
+    assert _without_timings(state["arms"]) == _without_timings(ref_state["arms"])
+    # nothing half-written is left: no temporary checkpoint folders beside the finished ones
+    assert not [p.name for p in (run_dir / "ckpt").rglob(".*.tmp")]
+
+    # the finished summary is the uninterrupted run's, but for wall-clock timings
+    got = json.loads((run_dir / "summary.json").read_text())
+    want = json.loads((reference / "summary.json").read_text())
+    assert _without_timings(got) == _without_timings(want)
