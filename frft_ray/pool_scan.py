@@ -10,7 +10,10 @@ on a GPU.
 
 The same code runs in the driver on the CPU and in an embedder actor on its GPU
 (`placement.embedder.num_gpus > 0`, see actors/embedder.py); `DevicePool` holds the pool's sides on
-that device, validated and normalised once per run.
+that device, validated and normalised once per run. On the CPU a side read from the embedding cache (a
+read-only memmap, see `embedding.cached_pool_embeddings`) is not copied whole: `HostSide` copies and
+normalises one block of rows at a time as the scan reads it, so the driver holds the file's pages
+(shared with the page cache) plus one block, not a second normalised copy of the pool.
 """
 
 from __future__ import annotations
@@ -32,9 +35,25 @@ WIDEN_STEPS = 3  # per_generation doubles each generation's share up to 3 times 
 ONE_PASS_TOP = 64  # per_generation keeps the widest share from the first pass when it is this small (cheap top-k)
 
 
+class HostSide:
+    """One pool side left where it lives (a memmap of the cache) and read a block of rows at a time:
+    `side[start:stop]` is that block copied, checked and L2-normalised, exactly as `unit_tensor` would
+    make those rows of the whole side (row norms do not depend on the other rows)."""
+
+    def __init__(self, a: np.ndarray, what: str):
+        if a.ndim != 2:
+            raise FilterError(f"{what} must be a 2-D array [rows, dim], got shape {a.shape}")
+        self.a, self.what, self.shape = a, what, a.shape
+
+    def __getitem__(self, rows: slice) -> torch.Tensor:
+        return unit_tensor(self.a[rows], self.what, torch.device("cpu"))
+
+
 class DevicePool:
     """The pool's embeddings on `device`; each side (chosen, rejected, prompt) is copied there, checked
-    and L2-normalised the first time a strategy reads it, then kept."""
+    and L2-normalised the first time a strategy reads it, then kept. A memmapped side on the CPU is a
+    `HostSide` instead (read per block; a pass costs one extra block copy and normalisation, ~1/G of
+    its matrix product)."""
 
     def __init__(self, pool: "PoolEmbeddings", device: str | torch.device = "cpu"):
         self.pool, self.device, self._sides = pool, torch.device(device), {}
@@ -46,9 +65,11 @@ class DevicePool:
     def dim(self) -> int:
         return self.pool.dim
 
-    def side(self, name: str) -> torch.Tensor:
+    def side(self, name: str) -> "torch.Tensor | HostSide":
         if name not in self._sides:
-            self._sides[name] = unit_tensor(getattr(self.pool, name), f"pool_emb.{name}", self.device)
+            a, what = getattr(self.pool, name), f"pool_emb.{name}"
+            lazy = self.device.type == "cpu" and isinstance(a, np.memmap)
+            self._sides[name] = HostSide(a, what) if lazy else unit_tensor(a, what, self.device)
         return self._sides[name]
 
 
