@@ -13,7 +13,7 @@ export RAY_TRAIN_ENABLE_PREEMPTION_WATCHER ?= 0
 export RAY_TRAIN_ENABLE_PRINT_PATCH ?= 0
 export RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S ?= 1.0
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast bench bench-scale clean
 
 $(BIN)/frft-ray: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,6 +40,11 @@ test-fast: setup
 BENCH_ARGS ?=
 bench: setup
 	$(BIN)/python benchmarks/serve_bench.py $(BENCH_ARGS)
+
+# how cost grows with pool size, generations and policy shape (docs/scaling.md); SCALE_GRID=quick|cpu|full
+SCALE_GRID ?= cpu
+bench-scale: setup
+	$(BIN)/python benchmarks/scale.py --grid $(SCALE_GRID) --out runs/scale-$(SCALE_GRID).json
 
 clean:
 	rm -rf runs .pytest_cache

@@ -20,7 +20,7 @@ memory (driver peak RSS over the phase; the receiving actor's RSS for the sync):
 
 Every series gets a growth exponent b from a log-log least-squares fit (seconds ~ x^b) and a check
 that the fit on all but its largest point predicts that point. Grids: `quick` (seconds; the test),
-`cpu` (what 2 cores do in ~10 minutes: N <= 160k, 1k embedded texts, PPO batch 4), `full` (a GPU
+`cpu` (what 2 cores do in ~10 minutes: N <= 160k, 500 embedded texts, PPO batch 4), `full` (a GPU
 node: N to 1M, 20k embedded texts, PPO batch 16 at seq 512).
 
     python benchmarks/scale.py --grid cpu --out scale.json [--device auto|cpu|cuda] [--work DIR]
@@ -57,7 +57,7 @@ GRIDS = {
                   fixed_n=600, fixed_g=16, ppo_batch=2, prompt=12, response=6, pipeline_n=1200, fresh=False,
                   object_store_gb=0.5),
     "cpu": dict(pool=[5_000, 20_000, 80_000, 160_000], gens=[256, 1024, 4096],
-                shapes=["tiny", "gpt2-small", "gpt2-medium"], cap=1_000, fixed_n=20_000, fixed_g=256, ppo_batch=4,
+                shapes=["tiny", "gpt2-small", "gpt2-medium"], cap=500, fixed_n=20_000, fixed_g=256, ppo_batch=4,
                 prompt=32, response=16, pipeline_n=160_000, object_store_gb=4),
     "full": dict(pool=[5_000, 20_000, 80_000, 160_000, 1_000_000], gens=[256, 1024, 4096],
                  shapes=["tiny", "gpt2-small", "gpt2-medium"], cap=20_000, fixed_n=160_000, fixed_g=2048,
@@ -359,20 +359,21 @@ def resolve_device(name: str) -> str:
 
 def start_ray(object_store_gb: float, temp_dir: str | None) -> bool:
     """A local Ray with an object store big enough for the largest state dict a few times over (True if
-    started here). One retry: on a loaded 2-core machine the first start can time out."""
+    started here). Two retries: on a loaded 2-core machine a start can time out."""
     import ray
 
     if ray.is_initialized():
         return False
-    for attempt in (1, 2):
+    for attempt in (1, 2, 3):
         try:
             ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False,
                      log_to_driver=False, object_store_memory=int(object_store_gb * GB), _temp_dir=temp_dir)
             return True
         except Exception:
             ray.shutdown()
-            if attempt == 2:
+            if attempt == 3:
                 raise
+            time.sleep(10)
     return True
 
 

@@ -18,6 +18,7 @@ normalises one block of rows at a time as the scan reads it, so the driver holds
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,16 +38,26 @@ ONE_PASS_TOP = 64  # per_generation keeps the widest share from the first pass w
 
 class HostSide:
     """One pool side left where it lives (a memmap of the cache) and read a block of rows at a time:
-    `side[start:stop]` is that block copied, checked and L2-normalised, exactly as `unit_tensor` would
-    make those rows of the whole side (row norms do not depend on the other rows)."""
+    `side[start:stop]` is that block L2-normalised, bit for bit the rows `unit_tensor` makes of the
+    whole side (row norms do not depend on the other rows). The side is checked for NaN/inf once, a
+    block at a time, when it is first read; a block is then normalised straight from the mapped pages
+    (no copy besides the normalised result)."""
 
-    def __init__(self, a: np.ndarray, what: str):
+    def __init__(self, a: np.ndarray, what: str, block: int = 8192):
         if a.ndim != 2:
             raise FilterError(f"{what} must be a 2-D array [rows, dim], got shape {a.shape}")
-        self.a, self.what, self.shape = a, what, a.shape
+        if a.dtype != np.float32:
+            raise FilterError(f"{what} must be float32 to be read in place, got {a.dtype}")
+        for start in range(0, a.shape[0], block):
+            if not np.isfinite(a[start : start + block]).all():
+                raise FilterError(f"{what} contains NaN or infinite values")
+        self.a, self.shape = a, a.shape
 
     def __getitem__(self, rows: slice) -> torch.Tensor:
-        return unit_tensor(self.a[rows], self.what, torch.device("cpu"))
+        with warnings.catch_warnings():  # read-only pages: only read here, never written
+            warnings.simplefilter("ignore", UserWarning)
+            t = torch.from_numpy(self.a[rows])
+        return t / torch.linalg.vector_norm(t, dim=1, keepdim=True).clamp_min_(1e-12)
 
 
 class DevicePool:
@@ -68,7 +79,7 @@ class DevicePool:
     def side(self, name: str) -> "torch.Tensor | HostSide":
         if name not in self._sides:
             a, what = getattr(self.pool, name), f"pool_emb.{name}"
-            lazy = self.device.type == "cpu" and isinstance(a, np.memmap)
+            lazy = self.device.type == "cpu" and isinstance(a, np.memmap) and a.dtype == np.float32
             self._sides[name] = HostSide(a, what) if lazy else unit_tensor(a, what, self.device)
         return self._sides[name]
 
