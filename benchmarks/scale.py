@@ -291,10 +291,8 @@ def pipeline(path: Path, cache: Path, g: int) -> dict:
     cfg = FilterConfig(strategy="chosen", selection="per_generation", threshold=-1.0, min_records=0)
     select_pairs(pairs, emb, gen, None, cfg)
     t["select_s"] = time.perf_counter() - t0 - t["load_s"] - t["embed_s"]
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB
-    return {"n": len(pairs), "g": g, "from_cache": emb.from_cache, "peak_rss_gb": round(peak, 3),
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec, so a child reports its parent's peak
+    return {"n": len(pairs), "g": g, "from_cache": emb.from_cache, "peak_rss_gb": peak_rss_gb(),
             **{k: round(v, 2) for k, v in t.items()}}
 
 
