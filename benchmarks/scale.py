@@ -257,7 +257,7 @@ def embed_phases(pairs, cache: Path, rate: dict) -> tuple[list[dict], object]:
             row("embed_warm", "N", n, ws, wpeak, memmap=bool(isinstance(warm.chosen, np.memmap)))], warm
 
 
-def select(pairs, emb, g: int, device: str) -> tuple[float, float, int]:
+def select(pairs, emb, g: int, device: str, repeats: int = 3) -> tuple[float, float, int]:
     from frft_ray.config import FilterConfig
     from frft_ray.filtering import select_pairs
     from frft_ray.pool_scan import DevicePool
@@ -266,7 +266,9 @@ def select(pairs, emb, g: int, device: str) -> tuple[float, float, int]:
     cfg = FilterConfig(strategy="chosen", selection="per_generation", threshold=-1.0, min_records=0)
     pool = DevicePool(emb, device)  # what the driver / the embedder actor keeps for the run
     select_pairs(pairs, pool, gen, None, cfg)  # warm-up, and the device copy of a GPU pool
-    sel, s, peak = measured(lambda: select_pairs(pairs, pool, gen, None, cfg))
+    best = min((measured(lambda: select_pairs(pairs, pool, gen, None, cfg)) for _ in range(repeats)),
+               key=lambda m: m[1])  # best of `repeats`: the least disturbed by other work on the machine
+    sel, s, peak = best
     return s, peak, sel.count
 
 
@@ -382,7 +384,7 @@ def run(grid: str, device: str, work: Path, ray_tmp: str | None = None, log=None
     g = GRIDS[grid]
     rows, notes = [], [f"embedding: the model embeds at most {g['cap']:,} texts per N; model time = distinct "
                        "texts x its seconds per text (extrapolated), the cache work is measured in full",
-                       "selection: strategy chosen, per_generation, budget 2,000, threshold -1 (one pass)",
+                       "selection: strategy chosen, per_generation, budget 2,000, threshold -1 (one pass), best of 3",
                        f"ppo: batch {g['ppo_batch']}, seq {g['prompt']}+{g['response']}, 1 epoch, after one warm-up step",
                        "sync: receiver is a CPU Ray actor; object_bytes = the fp32 state dict put once"]
     t_start = time.perf_counter()
