@@ -13,7 +13,7 @@ export RAY_TRAIN_ENABLE_PREEMPTION_WATCHER ?= 0
 export RAY_TRAIN_ENABLE_PRINT_PATCH ?= 0
 export RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S ?= 1.0
 
-.PHONY: setup demo test test-fast bench report clean
+.PHONY: setup demo test test-fast bench bench-scale report clean
 
 $(BIN)/frft-ray: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -46,6 +46,11 @@ bench: setup
 GRIDS ?= configs/grids/headline.yaml configs/grids/ablation.yaml
 report: setup
 	$(BIN)/frft-ray sweep $(foreach g,$(GRIDS),--grid $(g))
+
+# how cost grows with pool size, generations and policy shape (docs/scaling.md); SCALE_GRID=quick|cpu|full
+SCALE_GRID ?= cpu
+bench-scale: setup
+	$(BIN)/python benchmarks/scale.py --grid $(SCALE_GRID) --out runs/scale-$(SCALE_GRID).json
 
 clean:
 	rm -rf runs .pytest_cache

@@ -11,7 +11,12 @@ new each iteration, so they are embedded on the fly.
 - `cached_pool_embeddings`: pool embeddings keyed by a fingerprint of the pairs and the `embed`
   mode, and by the embedding model's identity. The caller supplies `compute_fn(texts) -> array`
   (called once, with the pool's distinct texts in first-occurrence order), so the same cache serves
-  the run's embedder actors (`actors.embedder.EmbedderPool.embed`) or an in-process model.
+  the run's embedder actors (`actors.embedder.EmbedderPool.embed`) or an in-process model. The
+  arrays it returns are read-only memmaps of the cache files, also right after a miss (written,
+  then mapped back), so the driver does not hold the pool's vectors in its own memory: 160k pairs
+  are 0.74 GB of fp32 vectors, 1M pairs 4.6 GB. Selection reads them a block at a time
+  (`pool_scan.HostSide`). Entries are replaced whole (a new folder renamed into place), never
+  rewritten in place: truncating a mapped file would fault (SIGBUS) in every process mapping it.
 
 What gets embedded is `FilterConfig.embed`: `response` (the response alone) or `prompt_response`
 (prompt then response, see `compose_text`). Generations must be embedded with the same
@@ -230,12 +235,12 @@ def _compute(pairs: Sequence[PreferencePair], mode: EmbedMode, compute_fn: Calla
 
 
 def _read(folder: Path, fingerprint: str, model_id: str, n: int) -> dict[str, np.ndarray] | None:
-    """The cached arrays, or None when the entry is missing, partial or does not match."""
+    """The cached arrays as read-only memmaps, or None when the entry is missing, partial or does not match."""
     try:
         meta = json.loads((folder / "meta.json").read_text())
         if meta.get("fingerprint") != fingerprint or meta.get("model") != model_id or meta.get("n") != n:
             return None
-        arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in _PARTS}
+        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in _PARTS}
     except (OSError, ValueError, json.JSONDecodeError):
         return None
     if any(a.shape != (n, meta.get("dim")) or a.dtype != np.float32 for a in arrays.values()):
@@ -294,6 +299,7 @@ def cached_pool_embeddings(
             "shapes": {name: list(a.shape) for name, a in arrays.items()},
         }
         _write(folder, arrays, meta)
+        arrays = _read(folder, fingerprint, model_id, len(pairs)) or arrays  # map the written files back
     return PoolEmbeddings(
         **arrays, fingerprint=fingerprint, model=model_id, embed=mode, from_cache=from_cache
     )

@@ -10,11 +10,15 @@ on a GPU.
 
 The same code runs in the driver on the CPU and in an embedder actor on its GPU
 (`placement.embedder.num_gpus > 0`, see actors/embedder.py); `DevicePool` holds the pool's sides on
-that device, validated and normalised once per run.
+that device, validated and normalised once per run. On the CPU a side read from the embedding cache (a
+read-only memmap, see `embedding.cached_pool_embeddings`) is not copied whole: `HostSide` copies and
+normalises one block of rows at a time as the scan reads it, so the driver holds the file's pages
+(shared with the page cache) plus one block, not a second normalised copy of the pool.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,9 +36,35 @@ WIDEN_STEPS = 3  # per_generation doubles each generation's share up to 3 times 
 ONE_PASS_TOP = 64  # per_generation keeps the widest share from the first pass when it is this small (cheap top-k)
 
 
+class HostSide:
+    """One pool side left where it lives (a memmap of the cache) and read a block of rows at a time:
+    `side[start:stop]` is that block L2-normalised, bit for bit the rows `unit_tensor` makes of the
+    whole side (row norms do not depend on the other rows). The side is checked for NaN/inf once, a
+    block at a time, when it is first read; a block is then normalised straight from the mapped pages
+    (no copy besides the normalised result)."""
+
+    def __init__(self, a: np.ndarray, what: str, block: int = 8192):
+        if a.ndim != 2:
+            raise FilterError(f"{what} must be a 2-D array [rows, dim], got shape {a.shape}")
+        if a.dtype != np.float32:
+            raise FilterError(f"{what} must be float32 to be read in place, got {a.dtype}")
+        for start in range(0, a.shape[0], block):
+            if not np.isfinite(a[start : start + block]).all():
+                raise FilterError(f"{what} contains NaN or infinite values")
+        self.a, self.shape = a, a.shape
+
+    def __getitem__(self, rows: slice) -> torch.Tensor:
+        with warnings.catch_warnings():  # read-only pages: only read here, never written
+            warnings.simplefilter("ignore", UserWarning)
+            t = torch.from_numpy(self.a[rows])
+        return t / torch.linalg.vector_norm(t, dim=1, keepdim=True).clamp_min_(1e-12)
+
+
 class DevicePool:
     """The pool's embeddings on `device`; each side (chosen, rejected, prompt) is copied there, checked
-    and L2-normalised the first time a strategy reads it, then kept."""
+    and L2-normalised the first time a strategy reads it, then kept. A memmapped side on the CPU is a
+    `HostSide` instead (read per block; a pass costs one extra block copy and normalisation, ~1/G of
+    its matrix product)."""
 
     def __init__(self, pool: "PoolEmbeddings", device: str | torch.device = "cpu"):
         self.pool, self.device, self._sides = pool, torch.device(device), {}
@@ -46,9 +76,11 @@ class DevicePool:
     def dim(self) -> int:
         return self.pool.dim
 
-    def side(self, name: str) -> torch.Tensor:
+    def side(self, name: str) -> "torch.Tensor | HostSide":
         if name not in self._sides:
-            self._sides[name] = unit_tensor(getattr(self.pool, name), f"pool_emb.{name}", self.device)
+            a, what = getattr(self.pool, name), f"pool_emb.{name}"
+            lazy = self.device.type == "cpu" and isinstance(a, np.memmap) and a.dtype == np.float32
+            self._sides[name] = HostSide(a, what) if lazy else unit_tensor(a, what, self.device)
         return self._sides[name]
 
 

@@ -10,6 +10,7 @@ import pytest
 from frft_ray.config import FilterConfig
 from frft_ray.data.records import PreferencePair
 from frft_ray.embedding import (
+    PoolEmbeddings,
     EmbeddingError,
     cached_pool_embeddings,
     compose_text,
@@ -136,12 +137,12 @@ def test_changed_pair_or_mode_changes_the_fingerprint_and_recomputes(model, tmp_
 def test_broken_cache_entry_is_recomputed(model, tmp_path):
     cfg = FilterConfig(cache_dir=str(tmp_path))
     compute = CountingCompute(model)
-    good = cached_pool_embeddings(make_pairs(), cfg, compute)
+    good = np.array(cached_pool_embeddings(make_pairs(), cfg, compute).chosen)  # a copy: the file is broken below
     (entry,) = list(tmp_path.iterdir())
-    (entry / "chosen.npy").write_bytes(b"not an array")
+    (entry / "chosen.npy").write_bytes(b"not an array")  # in place: a memmap of it would now fault (SIGBUS)
     again = cached_pool_embeddings(make_pairs(), cfg, compute)
     assert compute.calls == 2 and not again.from_cache
-    np.testing.assert_allclose(again.chosen, good.chosen, atol=1e-6)
+    np.testing.assert_allclose(again.chosen, good, atol=1e-6)
     assert cached_pool_embeddings(make_pairs(), cfg, compute).from_cache
 
 
@@ -189,3 +190,36 @@ def test_one_row_normaliser_for_embeddings_and_filtering():
     import frft_ray.embedding as embedding
 
     assert embedding.normalise_rows is normalise_rows and not hasattr(embedding, "_normalise")
+
+
+def seeded_vectors(texts: list[str]) -> np.ndarray:
+    """A compute_fn of fixed random vectors per text (not unit length: the cache normalises them)."""
+    import zlib
+
+    return np.stack([np.random.default_rng(zlib.crc32(t.encode())).normal(size=384) for t in texts])
+
+
+@pytest.mark.parametrize("strategy,selection", [("chosen", "per_generation"), ("both", "per_generation"),
+                                                ("either", "threshold_and_budget"), ("prompt_matched", "budget")])
+def test_cached_pool_is_a_memmap_and_selects_exactly_like_arrays_in_memory(tmp_path, strategy, selection):
+    pairs = [PreferencePair(f"p{i}", f"Human: topic {i % 40}\n\nAssistant:", f"yes {i}", f"no {i}", "s")
+             for i in range(2_500)]
+    cfg = FilterConfig(cache_dir=str(tmp_path), strategy=strategy, selection=selection, budget=300, threshold=0.1,
+                       min_records=0)
+    cold = cached_pool_embeddings(pairs, cfg, seeded_vectors)
+    warm = cached_pool_embeddings(pairs, cfg, seeded_vectors)
+    assert not cold.from_cache and warm.from_cache
+    for part in ("chosen", "rejected", "prompt"):
+        a = getattr(warm, part)
+        assert isinstance(a, np.memmap) and not a.flags.writeable and a.shape == (2_500, 384)
+        assert isinstance(getattr(cold, part), np.memmap)  # a miss maps the written files back too
+    in_memory = PoolEmbeddings(*(np.array(getattr(warm, p)) for p in ("chosen", "rejected", "prompt")))
+    assert not isinstance(in_memory.chosen, np.memmap)
+    rng = np.random.default_rng(3)
+    gens, gen_prompts = rng.normal(size=(64, 384)), np.repeat(rng.normal(size=(8, 384)), 8, axis=0)
+    for chunk_size in (1024, 97):  # the last block is short either way (2,500 rows)
+        c = cfg.model_copy(update={"chunk_size": chunk_size})
+        mapped = select_pairs(pairs, warm, gens, gen_prompts, c)
+        held = select_pairs(pairs, in_memory, gens, gen_prompts, c)
+        np.testing.assert_array_equal(mapped.scores, held.scores)  # bit for bit
+        assert mapped.indices.tolist() == held.indices.tolist() and mapped.count > 0
