@@ -1,4 +1,4 @@
-"""The driver killed with SIGKILL mid-refit and mid-PPO, then `frft-ray run --resume`: the run finishes
+"""The driver killed with SIGKILL mid-PPO, resumed, killed again mid-refit, then resumed: the run finishes
 with every iteration exactly once and the summary of an uninterrupted run with the same seed.
 
 Each run is a real `frft-ray run` subprocess with its own local Ray (address=local), in its own
@@ -105,23 +105,30 @@ def reference():
     return run_dir
 
 
-@pytest.mark.parametrize("kill_at, done_before", [("refit:2", 1), ("ppo:1:1", 0)],
-                         ids=["mid-refit", "mid-ppo"])
-def test_a_killed_driver_resumes_to_the_uninterrupted_result(reference, kill_at, done_before):
-    run_dir = RUNS / f"crash-{kill_at.replace(':', '-')}"
-    assert _run(run_dir, kill_at) == -signal.SIGKILL
+def _frft_steps(run_dir: Path) -> list[int]:
+    return [m["step"] for m in _metrics(run_dir) if "step" in m and m.get("arm") == "frft"]
+
+
+def test_a_driver_killed_mid_ppo_then_mid_refit_resumes_to_the_uninterrupted_result(reference):
+    """Two crashes in one run (three processes instead of four): SIGKILL in iteration 1's first PPO
+    step, resume, SIGKILL in iteration 2's refit, resume to the end."""
+    run_dir = RUNS / "crash-ppo-then-refit"
+    assert _run(run_dir, "ppo:1:1") == -signal.SIGKILL
     assert not (run_dir / "summary.json").exists()
-    expected_latest = f"ckpt/frft-iter-{done_before:03d}" if done_before else "ckpt/rm-v0"
-    assert (run_dir / "latest").read_text().strip() == expected_latest
-    if kill_at.startswith("ppo"):  # the unfinished iteration had logged its first PPO step
-        assert [m["step"] for m in _metrics(run_dir) if "step" in m and m.get("arm") == "frft"] == [1]
+    assert (run_dir / "latest").read_text().strip() == "ckpt/rm-v0"
+    assert _frft_steps(run_dir) == [1]  # the unfinished iteration had logged its first PPO step
+
+    assert _frft_ray(["--resume", str(run_dir)], kill_at="refit:2") == -signal.SIGKILL
+    assert not (run_dir / "summary.json").exists()
+    assert (run_dir / "latest").read_text().strip() == "ckpt/frft-iter-001"
+    assert _frft_steps(run_dir) == [1, 2]  # iteration 1 once: the killed step's line was dropped
 
     assert _frft_ray(["--resume", str(run_dir)]) == 0
 
     # every iteration and every PPO step exactly once, in the metrics and in the state
     metrics = _metrics(run_dir)
     assert [m["iteration"] for m in metrics if "records" in m] == [1, 2]
-    assert [m["step"] for m in metrics if "step" in m and m.get("arm") == "frft"] == [1, 2, 3, 4]
+    assert _frft_steps(run_dir) == [1, 2, 3, 4]
     assert sum(m.get("phase") == "base" for m in metrics) == 1
     state = json.loads((run_dir / "ckpt/frft-iter-002/driver_state.json").read_text())
     assert [r["iteration"] for r in state["arms"]["frft"]["iterations"]] == [1, 2]
