@@ -1,6 +1,7 @@
 """`frft-ray sft` and `frft-ray train-rm` on small benchmark data: real training, real checkpoints."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def test_sft_cli_writes_a_policy_that_learned(tmp_path, capsys, one_torch_thread
 
 
 def test_train_rm_cli_fits_through_ray_train(ray_local, capsys):
-    out = Path("/tmp/frft_test_runs/train_rm")
+    out = Path(os.environ["FRFT_TEST_RUNS"]) / "train_rm"
     shutil.rmtree(out.parent / "train_rm", ignore_errors=True)
     args = ["train-rm", "--config", "micro", "--out", str(out)]
     for s in SMALL:

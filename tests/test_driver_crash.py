@@ -20,7 +20,7 @@ import pytest
 
 from frft_ray.faults import KILL_AT_ENV
 
-RUNS = Path("/tmp/frft_test_runs")
+RUNS = Path(os.environ["FRFT_TEST_RUNS"])
 REPO = Path(__file__).resolve().parents[1]
 RAY_TMP = os.environ.get("FRFT_TEST_RAY_TMP", "/tmp/frft_test_ray") + "_crash"
 # one arm, two iterations of two PPO steps, the smallest base models the micro config allows

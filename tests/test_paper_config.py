@@ -8,6 +8,7 @@ the whole run. Only `--set` shrinks it; the config file itself is read as shippe
 
 import gzip
 import json
+import os
 import random
 import shutil
 import socket
@@ -18,7 +19,7 @@ import pytest
 from frft_ray.cli import main
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "hh-rlhf-gpt2-medium.yaml"
-RUN_DIR = Path("/tmp/frft_test_runs/paper_config")
+RUN_DIR = Path(os.environ["FRFT_TEST_RUNS"]) / "paper_config"
 EVAL_PROMPTS = 6  # the config holds out 2% of the pairs: 6 of 300, each its own prompt
 
 TOPICS = ["bread", "a bike tire", "tomatoes", "a fence", "rice", "a kite", "soup", "a shelf", "coffee", "a garden",

@@ -1,6 +1,7 @@
 """The whole FRFT loop on Ray, end to end, on the micro config (real Ray, real tiny models)."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 
 from frft_ray.config import load_config
 
-RUNS = Path("/tmp/frft_test_runs")
+RUNS = Path(os.environ["FRFT_TEST_RUNS"])
 
 
 def _run(cfg, run_dir, resume=False):

@@ -1,6 +1,7 @@
 """The experiment runner (frft_ray/sweep.py): grid files, the shared SFT/RM cache, skip on re-run, the report."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 from frft_ray.config import ConfigError, load_config
 from frft_ray.sweep import base_key, load_grid
 
-RUNS = Path("/tmp/frft_test_runs")
+RUNS = Path(os.environ["FRFT_TEST_RUNS"])
 REPO = Path(__file__).resolve().parent.parent
 
 # The smallest whole run: one vanilla arm, one PPO step, a 300-pair pool
