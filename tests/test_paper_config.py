@@ -84,7 +84,7 @@ def _overrides(model_dir: Path, data_path: Path, port: int, cache_dir: Path) -> 
         "rollout.filter_prompts=16",
         "filter.budget=64", "filter.min_records=16", "filter.num_embedders=1", f"filter.cache_dir={cache_dir}",
         "reward.batch_size=16", "reward.num_workers=1", "reward.refit_epochs=1",
-        "ppo.batch_size=8", "ppo.minibatch_size=4", "ppo.epochs=1",
+        "ppo.batch_size=8", "ppo.minibatch_size=4", "ppo.micro_batch_size=2", "ppo.epochs=1",  # micro-batches split
         "frft.alpha=1", "frft.steps_per_iteration=1",
         f"eval.num_prompts={EVAL_PROMPTS}", "eval.onpolicy_pairs=8",
         "serve.host=127.0.0.1", f"serve.port={port}", "serve.replicas=1", "serve.auth_token_file=null",
