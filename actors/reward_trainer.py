@@ -170,6 +170,15 @@ def scaling_config(cfg: RunConfig):
                          resources_per_worker=place.bundle())
 
 
+@dataclass(frozen=True)
+class PendingFit:
+    """A submitted fit (`RewardTrainerGroup.submit`): its place in the channel and its RM version."""
+
+    seq: int
+    version: int
+    submitted: float
+
+
 class RewardTrainerGroup:
     """The run's RM trainer: `start()` once (workers come up in the background), `fit()` per RM
     version, `stop()` at the end. Also a context manager."""
@@ -222,18 +231,26 @@ class RewardTrainerGroup:
 
     def fit(self, job: RMFitJob, train_pairs: list, eval_pairs: list) -> dict:
         """Fit the RM on `train_pairs`; the new checkpoint is at `job.out_path` when this returns."""
+        return self.result(self.submit(job, train_pairs, eval_pairs))
+
+    def submit(self, job: RMFitJob, train_pairs: list, eval_pairs: list) -> "PendingFit":
+        """Queue a fit and return at once (the workers take it as soon as they are up); `result()` waits."""
         workers = self.cfg.reward.num_workers
         if len(train_pairs) < workers:
             raise ValueError(f"RM fit needs at least {workers} pairs (one per worker), got {len(train_pairs)}")
         if self._thread is None:
             self.start()
-        t0, seq = time.time(), self._seq
+        pending = PendingFit(self._seq, job.version, time.time())
         self._seq += 1
         refs = ([ray.put(list(train_pairs))], [ray.put(list(eval_pairs))])  # nested: workers fetch them
-        ray.get(self.channel.submit.remote(seq, (job, *refs)))
-        while (metrics := ray.get(self.channel.wait_result.remote(seq, 0.5))) is None:
-            self._check_alive(f"fitting RM v{job.version}")
-        metrics["wall_s"] = time.time() - t0
+        ray.get(self.channel.submit.remote(pending.seq, (job, *refs)))
+        return pending
+
+    def result(self, pending: "PendingFit") -> dict:
+        """The metrics of a submitted fit, once its checkpoint is written."""
+        while (metrics := ray.get(self.channel.wait_result.remote(pending.seq, 0.5))) is None:
+            self._check_alive(f"fitting RM v{pending.version}")
+        metrics["wall_s"] = time.time() - pending.submitted
         return metrics
 
     def stop(self, timeout_s: float = 60.0) -> None:

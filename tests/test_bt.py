@@ -124,8 +124,9 @@ def test_rm_on_gold_relabelled_benchmark_pairs_agrees_with_gold():
     rm = build_reward_model(ModelsConfig(), btok, seed=0)  # the default tiny RM: GPT-2 L2 d128
     out = fit_reward_model(rm, btok, train, held, RewardConfig(batch_size=32), epochs=2, lr=2e-3, max_length=160, seed=0,
                            progress=False)
-    # measured 0.765 (seed 0); seeds 1, 2 give 0.752, 0.788: 500 pairs is near this model's limit here
-    assert out["eval_accuracy"] >= 0.75, {k: v for k, v in out.items() if k != "records"}
+    # measured with reward.dropout=0 (the default): 0.745, 0.752, 0.772, 0.748 at seeds 0-3 (with GPT-2's own
+    # dropout 0.1: 0.770, 0.752, 0.788, 0.738); 500 pairs is near this model's limit here
+    assert out["eval_accuracy"] >= 0.72, {k: v for k, v in out.items() if k != "records"}
 
 
 def test_bf16_autocast_fit_keeps_fp32_weights_and_learns(tok):
@@ -163,6 +164,30 @@ def test_gradient_checkpointing_fit_lowers_the_loss_then_switches_off(tok, tmp_p
     finally:
         dist.destroy_process_group()
     assert ddp["records"][-1]["loss"] < ddp["records"][0]["loss"]
+
+
+def test_reward_dropout_is_set_for_the_fit_only(tok):
+    """reward.dropout: 0 (the default) turns every dropout layer off during the fit, so the training
+    forward is deterministic; the model's own 0.1 is back afterwards. None keeps GPT-2's 0.1 on."""
+    pairs = easy_pairs(64, 0)
+    ids = tok(["Tell me about the garden.\nAnswer: the garden is calm."], return_tensors="pt")["input_ids"]
+
+    def fit(dropout):
+        rm = tiny_rm(tok)
+        same = []
+
+        def probe(rec):  # mid-fit, in train mode: do two forwards of one input agree?
+            with torch.no_grad():
+                same.append(torch.equal(rm(input_ids=ids).logits, rm(input_ids=ids).logits))
+
+        out = fit_reward_model(rm, tok, pairs, None, RewardConfig(batch_size=16, dropout=dropout), epochs=1,
+                               lr=2e-3, max_length=64, seed=0, progress=False, log_fn=probe)
+        assert out["dropout"] == dropout and out["records"][-1]["loss"] < out["records"][0]["loss"] + 0.05
+        assert rm.transformer.h[0].attn.attn_dropout.p == 0.1 and rm.transformer.drop.p == 0.1  # restored
+        return same
+
+    assert all(fit(0.0))
+    assert not any(fit(None))
 
 
 @pytest.mark.gpu

@@ -24,7 +24,7 @@ def test_sft_cli_writes_a_policy_that_learned(tmp_path, capsys, one_torch_thread
 def test_train_rm_cli_fits_through_ray_train(ray_local, capsys):
     out = Path(os.environ["FRFT_TEST_RUNS"]) / "train_rm"
     shutil.rmtree(out.parent / "train_rm", ignore_errors=True)
-    args = ["train-rm", "--config", "micro", "--out", str(out)]
+    args = ["train-rm", "--config", "micro", "--out", str(out), "--set", "reward.dropout=null"]  # GPT-2's own 0.1
     for s in SMALL:
         args += ["--set", s]
     assert main(args) == 0
@@ -32,6 +32,7 @@ def test_train_rm_cli_fits_through_ray_train(ray_local, capsys):
     assert result["records"] == 340 and result["heldout_accuracy"] > 0.5
     rm = load_reward_checkpoint(out)
     assert rm.meta["kind"] == "rm" and rm.meta["heldout_accuracy"] == result["heldout_accuracy"]
+    assert rm.meta["dropout"] is None and rm.model.config.resid_pdrop == 0.1  # the fit left the model's own
 
 
 def test_run_cli_names_a_bad_override_and_exits_2(capsys):

@@ -213,3 +213,20 @@ def test_a_role_given_in_part_keeps_its_other_defaults():
     cfg = micro("placement.learner.num_gpus=1", "placement.serve.resources={serve: 0.01}")
     assert (cfg.placement.learner.num_cpus, cfg.placement.learner.num_gpus) == (0.5, 1.0)
     assert (cfg.placement.serve.num_cpus, cfg.placement.serve.resources) == (0.25, {"serve": 0.01})
+
+
+def test_sft_and_the_initial_rm_overlap_only_where_their_threads_fit(ray_local):
+    """resources.overlap_base_models=auto on the tests' 2-CPU Ray: micro's 1-thread roles fit, the demo's
+    2 threads each do not, unset threads do not; GPUs for both roles always do; true/false win."""
+    from frft_ray.phases import overlap_base_models
+
+    assert overlap_base_models(load_config("micro"))
+    assert not overlap_base_models(load_config("demo"))
+    assert not overlap_base_models(load_config("micro", ["resources.torch_threads=null"]))
+    assert not overlap_base_models(load_config("micro", ["reward.num_workers=2"]))
+    assert overlap_base_models(load_config("demo", ["placement.learner.num_gpus=0.5",
+                                                    "placement.reward_trainer.num_gpus=0.25"]))
+    assert overlap_base_models(load_config("demo", ["resources.overlap_base_models=true"]))
+    assert not overlap_base_models(load_config("micro", ["resources.overlap_base_models=false"]))
+    with pytest.raises(ConfigError, match="overlap_base_models"):
+        load_config("micro", ["resources.overlap_base_models=sometimes"])

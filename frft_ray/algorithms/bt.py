@@ -65,6 +65,22 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def _set_dropout(model, p: float | None) -> list:
+    """Set every dropout layer's probability to `p` (None: leave them); returns what `_restore_dropout` needs."""
+    if p is None:
+        return []
+    layers = [m for m in _unwrap(model).modules() if isinstance(m, torch.nn.Dropout)]
+    saved = [(m, m.p) for m in layers]
+    for m in layers:
+        m.p = p
+    return saved
+
+
+def _restore_dropout(saved: list) -> None:
+    for m, p in saved:
+        m.p = p
+
+
 def _set_checkpointing(model, on: bool) -> None:
     """HF gradient (activation) checkpointing, non-reentrant; named `activation_*` from transformers 5.2x."""
     m = _unwrap(model)
@@ -161,6 +177,7 @@ def fit_reward_model(
     model.train()
     if rcfg.gradient_checkpointing:
         _set_checkpointing(model, True)
+    saved_dropout = _set_dropout(model, rcfg.dropout)
 
     records: list[dict] = []
     try:
@@ -179,6 +196,7 @@ def fit_reward_model(
     finally:
         if rcfg.gradient_checkpointing:
             _set_checkpointing(model, False)
+        _restore_dropout(saved_dropout)
 
     last = records[-min(batches.steps_per_epoch, len(records)) :]
     out = {
@@ -189,6 +207,7 @@ def fit_reward_model(
         "steps": len(records),
         "records": records,
         "device": describe(_device(model), dtype),
+        "dropout": rcfg.dropout,
     }
     if eval_pairs:
         ev = evaluate_rm(model, tok, eval_pairs, max_length, batch_size=max(batch_size, 64), dtype=dtype)
