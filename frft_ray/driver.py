@@ -142,26 +142,34 @@ class RunFolder:
 
 
 def train_base_models(cfg: RunConfig, data: RunData, run: RunFolder, workers: RunWorkers, base_rm: Path) -> None:
-    """SFT on the demonstrations (the learner), then the initial RM on all pairs or k random ones (the RM trainer)."""
+    """SFT on the demonstrations (the learner) and the initial RM on all pairs or k random ones (the RM
+    trainer): side by side when `phases.overlap_base_models` says they fit, else one after the other."""
     ckpt_dir, timer = run.dir / "ckpt", PhaseTimer()
     learner = workers.learner
-    log.info("SFT: %d demonstrations x %.1f epochs on the learner actor ...", len(data.sft_prompts),
-             cfg.sft.epochs if cfg.sft.enabled else 0)
-    with timer("sft"):
-        sft_metrics = ray.get(learner.sft.remote(data.sft_prompts, data.sft_responses)) if cfg.sft.enabled else {}
-        ray.get(learner.save.remote(str(ckpt_dir / "sft"), {"kind": "policy", "stage": "sft"}))
-    log.info("SFT: %s (%.1fs)", sft_metrics, timer.totals["sft"])
-
+    overlap = phases.overlap_base_models(cfg)
     pairs = phases.initial_rm_pairs(cfg, data)
-    log.info("initial RM: Bradley-Terry fit on %d pairs x %.1f epochs with Ray Train (%d worker(s)) ...",
-             len(pairs), cfg.reward.init_epochs, cfg.reward.num_workers)
     job = RMFitJob(init_path=str(base_rm), out_path=str(ckpt_dir / "rm-v0"), epochs=cfg.reward.init_epochs,
                    lr=cfg.reward.lr, version=0, seed=cfg.seed, meta={"kind": "rm", "version": 0, "iteration": 0,
                                                                      "stage": "initial"})
-    with timer("rm_fit"):
-        rm0 = workers.rm_trainer.fit(job, pairs, data.heldout)
-    log.info("initial RM: %d pairs, held-out accuracy %.3f (%.1fs)", len(pairs),
-             rm0.get("eval_accuracy", float("nan")), timer.totals["rm_fit"])
+    fit_msg = (f"initial RM: Bradley-Terry fit on {len(pairs)} pairs x {cfg.reward.init_epochs:.1f} epochs with "
+               f"Ray Train ({cfg.reward.num_workers} worker(s))")
+    log.info("SFT: %d demonstrations x %.1f epochs on the learner actor%s ...", len(data.sft_prompts),
+             cfg.sft.epochs if cfg.sft.enabled else 0, f"; beside it, {fit_msg}" if overlap else "")
+    with timer("base"):
+        t0 = time.time()
+        sft_ref = learner.sft.remote(data.sft_prompts, data.sft_responses) if cfg.sft.enabled else None
+        rm_fit = workers.rm_trainer.submit(job, pairs, data.heldout) if overlap else None
+        sft_metrics = ray.get(sft_ref) if sft_ref else {}
+        ray.get(learner.save.remote(str(ckpt_dir / "sft"), {"kind": "policy", "stage": "sft"}))
+        timer.totals["sft"] = time.time() - t0
+        log.info("SFT: %s (%.1fs)", sft_metrics, timer.totals["sft"])
+        if not overlap:
+            log.info("%s ...", fit_msg)
+            rm_fit = workers.rm_trainer.submit(job, pairs, data.heldout)
+        rm0 = workers.rm_trainer.result(rm_fit)
+        timer.totals["rm_fit"] = rm0["wall_s"]
+    log.info("initial RM: %d pairs, held-out accuracy %.3f (%.1fs%s)", len(pairs), rm0.get("eval_accuracy", float("nan")),
+             rm0["wall_s"], f"; with SFT beside it {timer.totals['base']:.1f}s in all" if overlap else "")
 
     s = run.state
     s.sft_path, s.rm0_path, s.sft = "ckpt/sft", "ckpt/rm-v0", sft_metrics
@@ -169,7 +177,8 @@ def train_base_models(cfg: RunConfig, data: RunData, run: RunFolder, workers: Ru
     s.add_timing(timer.totals)
     run.save(ckpt_dir / "rm-v0")
     run.metrics.log({"phase": "base", **{f"sft/{k}": v for k, v in sft_metrics.items()},
-                     "rm/heldout_accuracy": rm0.get("eval_accuracy"), "rm/records": len(pairs)}, step=0)
+                     "rm/heldout_accuracy": rm0.get("eval_accuracy"), "rm/records": len(pairs),
+                     "base/overlap": overlap, "timing/base": timer.totals["base"]}, step=0)
 
 
 def evaluate_run(cfg: RunConfig, run_dir: Path, data: RunData, state: RunState | None = None,

@@ -90,6 +90,7 @@ def _overrides(model_dir: Path, data_path: Path, port: int, cache_dir: Path) -> 
         "serve.host=127.0.0.1", f"serve.port={port}", "serve.replicas=1", "serve.auth_token_file=null",
         "serve.keep_alive=true",
         "resources.address=null", "resources.num_cpus=2", "resources.torch_threads=1",
+        "resources.overlap_base_models=false",  # SFT, then the initial RM (micro runs overlap them)
     ]
     for role in ("rollout", "learner", "reward_trainer", "embedder", "serve"):
         # whatever the config's placement asks (GPUs, custom node resources), here every role fits in 2 CPUs
@@ -127,6 +128,8 @@ def test_paper_config_runs_end_to_end_on_cpu(ray_local, tmp_path, monkeypatch):
         assert summary["rm_records"]["vanilla"] > 0 and len(summary["rm_records"]["frft"]) == 1
         assert 0 < summary["rm_records"]["frft"][0] <= 64  # filter.budget
         assert summary["initial_rm"]["records"] > 0 and summary["initial_rm"]["heldout"] is not None
+        base = json.loads((RUN_DIR / "metrics.jsonl").read_text().splitlines()[0])
+        assert base["phase"] == "base" and base["base/overlap"] is False
         assert summary["data"]["records"] == 300 and summary["data"]["skipped"] == {"no_assistant_turn": 1}
         # the run started from the HF folder, and gave its pad-less tokenizer a pad token (EOS, as for GPT-2)
         sft = RUN_DIR / "ckpt" / "sft"

@@ -47,7 +47,8 @@ def test_micro_run_writes_checkpoints_metrics_and_summary(micro_run):
     timing = on_disk["timing_s"]
     assert timing.keys() >= {"generate", "embed_filter", "rm_fit", "ppo", "sync", "total"}
     # micro's 1-thread roles fit the 2 CPUs, so SFT and the initial RM ran side by side within `base`
-    assert "the initial RM fits beside it" in (run_dir / "run.log").read_text()
+    base = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()][0]
+    assert base["phase"] == "base" and base["base/overlap"] is True
     assert timing["base"] >= timing["sft"] and timing["total"] >= timing["base"] + timing["ppo"]
     latest = (run_dir / "latest").read_text().strip()
     assert latest == f"ckpt/oracle-iter-{cfg.frft.alpha:03d}"
