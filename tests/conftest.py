@@ -16,7 +16,7 @@ os.environ.setdefault("RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S", "1.0")
 os.environ.setdefault("FRFT_TEST_RUNS", os.environ.get("FRFT_TEST_RAY_TMP", "/tmp/frft_test") + "_runs"
                       if "FRFT_TEST_RAY_TMP" in os.environ else "/tmp/frft_test_runs")
 # Serve's direct ingress, the default on every Ray instance the project starts: Ray reads it once,
-# when the session's Ray starts, so it is set here (tests/test_serve_ingress.py checks that mode)
+# when the session's Ray starts, so it is set here (tests/test_serve.py checks that mode on each replica)
 from frft_ray.env import SERVE_INGRESS_ENV, apply_offline_defaults  # noqa: E402
 
 apply_offline_defaults(SERVE_INGRESS_ENV)

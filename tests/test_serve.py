@@ -1,4 +1,5 @@
-"""The RM endpoint over real HTTP on 127.0.0.1: scores, OpenRLHF format, bad input, auth, hot swap.
+"""The RM endpoint over real HTTP on 127.0.0.1: scores, OpenRLHF format, bad input, auth, hot swap,
+through Serve's proxy URL and again straight on each replica's own port (direct ingress).
 
 One Ray instance and one Serve instance for the module (~8 s each); two apps: `frft_rm` (no
 auth, at /) and `frft_rm_auth` (bearer token, at /auth).
@@ -34,7 +35,7 @@ def ckpts(tmp_path_factory):
     root = tmp_path_factory.mktemp("rm")
     tok = train_tokenizer(TEXTS, 512, 256)
     paths = {}
-    for v in (1, 2):
+    for v in (1, 2, 3):
         rm = build_reward_model(ModelsConfig(), tok, seed=v)
         paths[v] = str(save_checkpoint(root / f"v{v}", rm, tok, None, {"version": v, "iteration": v - 1,
                                                                        "heldout_accuracy": 0.5 + v / 10}))
@@ -183,6 +184,76 @@ def test_auth(server):
     assert post("/v1/score", body).status_code == 200  # the other app has auth off
 
 
+# ---- the same, straight on each replica's own port: Serve's direct ingress, the default on Ray instances
+# the project starts (tests/conftest.py sets frft_ray.env.SERVE_INGRESS_ENV before the session's Ray starts;
+# Ray reads it once). The proxy's URL above stays the stable one. These run before the hot swaps below.
+
+
+@pytest.fixture(scope="module")
+def replicas(server):
+    """{app: base URL of its one replica}; the auth app's keeps its route prefix /auth."""
+    return {app: launch.replica_urls(app) for app in (launch.APP_NAME, "frft_rm_auth")}
+
+
+def test_each_replica_has_its_own_loopback_port(replicas):
+    plain, auth = replicas[launch.APP_NAME], replicas["frft_rm_auth"]
+    assert len(plain) == 1 and len(auth) == 1, replicas
+    assert plain[0].startswith("http://127.0.0.1:") and f":{PORT}" not in plain[0]
+    assert auth[0].startswith("http://127.0.0.1:") and auth[0].endswith("/auth") and auth[0] != plain[0]
+    # the proxy's URL still answers: the stable address in front of every replica
+    assert requests.get(URL + "/health", timeout=10).json()["status"] == "ok"
+    assert requests.get(plain[0] + "/health", timeout=10).json()["model_version"] == 1
+
+
+def test_both_routes_on_the_replica(replicas, ckpts):
+    base = replicas[launch.APP_NAME][0]
+    expect = direct(ckpts[1], PAIRS)
+    r = post("/v1/score", {"items": [{"prompt": p, "response": q} for p, q in PAIRS]}, base=base)
+    assert r.status_code == 200, r.text
+    assert r.json()["model_version"] == 1 and r.json()["scores"] == pytest.approx(expect, abs=1e-5)
+    r = post("/get_reward", {"query": [p + q for p, q in PAIRS], "prompts": [p for p, _ in PAIRS]}, base=base)
+    assert r.status_code == 200, r.text
+    assert r.json()["rewards"] == pytest.approx(expect, abs=1e-5)
+
+
+@pytest.mark.parametrize("path,body,data,status,needle", BAD, ids=[f"{b[3]}-{i}" for i, b in enumerate(BAD)])
+def test_limits_and_bad_bodies_on_the_replica(replicas, path, body, data, status, needle):
+    base = replicas[launch.APP_NAME][0]
+    r = post(path, body, data=data, headers={"content-type": "application/json"} if data else None, base=base)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["message"]
+
+
+def test_oversized_body_refused_on_the_replica(replicas):
+    r = post("/v1/score", data="x" * 3_000_000, headers={"content-type": "application/json"},
+             base=replicas[launch.APP_NAME][0])
+    assert r.status_code == 413 and "bytes" in r.json()["message"]
+
+
+def test_body_limit_applies_while_streaming_on_the_replica(replicas):
+    refused_mid_stream(replicas[launch.APP_NAME][0])
+
+
+def test_auth_on_the_replica(replicas):
+    base = replicas["frft_rm_auth"][0]
+    body = {"items": [{"prompt": "p", "response": "r"}]}
+    assert post("/v1/score", body, base=base).status_code == 401
+    assert post("/get_reward", {"query": ["x"]}, base=base, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    r = post("/v1/score", body, base=base, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200 and r.json()["model_version"] == 1
+    assert requests.get(base + "/health", timeout=10).status_code == 200  # open by design
+
+
+def test_hot_swap_reaches_the_replica(replicas, ckpts):
+    """Before the hot swap under load (v3 below): v1 -> v2, straight on the replica's port."""
+    base = replicas[launch.APP_NAME][0]
+    launch.publish_rm(ckpts[2])  # version 2 from meta.json
+    assert launch.wait_for_version(base, 2, timeout_s=60)["model_version"] == 2
+    out = post("/v1/score", {"items": [{"prompt": p, "response": q} for p, q in PAIRS]}, base=base).json()
+    assert out["model_version"] == 2 and out["scores"] == pytest.approx(direct(ckpts[2], PAIRS), abs=1e-5)
+    assert launch.replica_urls() == replicas[launch.APP_NAME]  # swapped in place: same replica, same port
+
+
 def test_versions_never_go_backwards(server, ckpts):
     with pytest.raises(ValueError, match="not newer"):
         launch.publish_rm(ckpts[2], version=1)
@@ -213,14 +284,14 @@ def test_hot_swap_under_load(server, ckpts):
         futs = [pool.submit(client, i) for i in range(32)]
         try:
             time.sleep(1.5)
-            launch.publish_rm(ckpts[2])  # version 2 from meta.json
-            launch.wait_for_version(URL, 2, timeout_s=60)
+            launch.publish_rm(ckpts[3])  # version 3 from meta.json (the replica test above published 2)
+            launch.wait_for_version(URL, 3, timeout_s=60)
             time.sleep(1.0)
         finally:
             stop.set()  # the clients stop even when publishing failed
         results = [f.result() for f in futs]
 
-    expect = dict(zip((1, 2), (direct(ckpts[v], PAIRS[:1])[0] for v in (1, 2))))
+    expect = {v: direct(ckpts[v], PAIRS[:1])[0] for v in (2, 3)}
     assert all(not fails for _, fails in results), [f for _, f in results if f][:3]
     for seen, _ in results:
         versions = [v for v, _ in seen]
@@ -228,11 +299,11 @@ def test_hot_swap_under_load(server, ckpts):
         for v, s in seen:
             assert s == pytest.approx(expect[v], abs=1e-5)
     assert sum(len(s) for s, _ in results) > 64
-    assert any(v == 2 for seen, _ in results for v, _ in seen)
+    assert any(v == 3 for seen, _ in results for v, _ in seen)
     after = post("/v1/score", {"items": [{"prompt": p, "response": q} for p, q in PAIRS]}).json()
-    assert after["model_version"] == 2
-    assert after["scores"] == pytest.approx(direct(ckpts[2], PAIRS), abs=1e-5)
-    assert json.loads(requests.get(URL + "/v1/model", timeout=10).text)["checkpoint"] == ckpts[2]
+    assert after["model_version"] == 3
+    assert after["scores"] == pytest.approx(direct(ckpts[3], PAIRS), abs=1e-5)
+    assert json.loads(requests.get(URL + "/v1/model", timeout=10).text)["checkpoint"] == ckpts[3]
 
 
 def test_bf16_snapshot_scores_like_fp32(ckpts):
