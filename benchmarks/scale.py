@@ -12,8 +12,9 @@ memory (driver peak RSS over the phase; the receiving actor's RSS for the sync):
 - `select`:    `filtering.select_pairs` (strategy `chosen`, selection `per_generation`, budget 2,000,
                threshold -1: the typical one-pass case) on the memmapped cache and G synthetic unit
                vectors;                                                                        N, then G
-- `sync`:      one weight sync as the run does it today (`sync_weights`): the learner's CPU state dict
-               put in the object store once, fetched and loaded by a second process (a Ray actor); params
+- `sync`:      one weight sync as the run does it over the object store (`sync_weights`): the learner's
+               state dict packed into buckets (fp32 on CPU, bf16 on GPU, as `auto` sends), put in the
+               object store once, copied in place by a second process (a Ray actor);        params
 - `ppo`:       one `PPOLearner.step` at a small batch (after one warm-up step);               params
 - `pipeline`:  a fresh process loads the N=`pipeline_n` pool, gets its embeddings from the cache (cold,
                then warm) and selects against G=2,048: its peak RSS is the driver's (target <= 3 GB).
@@ -243,6 +244,8 @@ def run(grid: str, device: str, work: Path, ray_tmp: str | None = None, log=None
     import ray
     import torch
 
+    from frft_ray.devices import compute_dtype
+
     g = GRIDS[grid]
     rows, notes = [], [f"embedding: the model embeds at most {g['cap']:,} texts per N; model time = distinct "
                        "texts x its seconds per text (extrapolated), the cache work is measured in full",
@@ -280,8 +283,9 @@ def run(grid: str, device: str, work: Path, ray_tmp: str | None = None, log=None
         policy = random_policy(shape, device)
         params = sum(p.numel() for p in policy.parameters())
         ray.get(receiver.hold.remote(shape))
-        sync_weights(policy, receiver)  # warm-up: the first put maps the store's pages
-        info, _, peak = measured(lambda: sync_weights(policy, receiver))
+        dtype = compute_dtype("auto", torch.device(device))  # what `rollout.weight_sync: auto` sends: bf16 on GPUs
+        sync_weights(policy, receiver, dtype)  # warm-up: the first put maps the store's pages
+        info, _, peak = measured(lambda: sync_weights(policy, receiver, dtype))
         s = info.pop("seconds")
         rows.append(row("sync", "params", params, s, peak, shape=shape, **info))
         info = ppo_step(policy, shape, g, device)

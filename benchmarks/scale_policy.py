@@ -90,33 +90,39 @@ def receiver_class():
             self.model = None  # free the previous shape first
             self.model = random_policy(shape, "cpu")
 
-        def load(self, state_dict: dict) -> dict:
+        def load(self, packed) -> dict:
             import psutil
 
+            from frft_ray.weight_pack import bucket_tensors, unpack_into
+
             t0 = time.perf_counter()
-            self.model.load_state_dict(state_dict)
+            unpack_into(self.model.state_dict(), packed.entries, bucket_tensors(packed))
             return {"load_s": time.perf_counter() - t0, "rss_gb": round(psutil.Process().memory_info().rss / GB, 3),
                     "peak_gb": peak_rss_gb()}
 
     return Receiver
 
 
-def sync_weights(policy, receiver) -> dict:
-    """One weight sync through the object store, as the run does it today (actors/learner.py
-    `get_weights` -> one `ray.put` -> each rollout worker's `load_state_dict`). Swap this function
-    for another transport to measure it on the same grid."""
+def sync_weights(policy, receiver, dtype) -> dict:
+    """One weight sync through the object store as the run does it (`rollout.weight_sync: object_store`,
+    actors/weight_sync.py): the learner packs its state dict into `dtype` buckets
+    (`frft_ray.weight_pack.pack`, tied tensors once), one `ray.put`, and the receiving process copies
+    the buckets into its model in place (`unpack_into`). Swap this function for another transport to
+    measure it on the same grid."""
     import ray
 
+    from frft_ray.weight_pack import pack
+
     t0 = time.perf_counter()
-    state = {k: v.detach().cpu().clone() for k, v in policy.state_dict().items()}
-    ref = ray.put(state)
+    packed = pack(policy.state_dict(), dtype, version=1)
+    ref = ray.put(packed)
     put_s = time.perf_counter() - t0
     got = ray.get(receiver.load.remote(ref))
     seconds = time.perf_counter() - t0
-    nbytes = sum(v.numel() * v.element_size() for v in state.values())
-    del ref, state
-    return {"seconds": seconds, "put_s": round(put_s, 4), "object_bytes": nbytes, "actor_load_s": round(got["load_s"], 4),
-            "actor_rss_gb": got["rss_gb"], "actor_peak_gb": got["peak_gb"]}
+    nbytes = sum(b.nbytes for b in packed.buckets)
+    del ref, packed
+    return {"seconds": seconds, "put_s": round(put_s, 4), "object_bytes": nbytes, "dtype": str(dtype).removeprefix("torch."),
+            "actor_load_s": round(got["load_s"], 4), "actor_rss_gb": got["rss_gb"], "actor_peak_gb": got["peak_gb"]}
 
 
 def ppo_step(policy, shape: str, g: dict, device, seed: int = 0) -> dict:
