@@ -251,7 +251,7 @@ def run(grid: str, device: str, work: Path, ray_tmp: str | None = None, log=None
                        "texts x its seconds per text (extrapolated), the cache work is measured in full",
                        "selection: strategy chosen, per_generation, budget 2,000, threshold -1 (one pass), best of 3",
                        f"ppo: batch {g['ppo_batch']}, seq {g['prompt']}+{g['response']}, 1 epoch, after one warm-up step",
-                       "sync: receiver is a CPU Ray actor; object_bytes = the fp32 state dict put once"]
+                       "sync: receiver is a CPU Ray actor; object_bytes = the packed buckets put once (tied tensors once)"]
     t_start = time.perf_counter()
     log = log or (lambda msg: print(f"[{time.perf_counter() - t_start:6.1f} s] {msg}", flush=True))
     rate = None
