@@ -63,12 +63,14 @@ def test_base_key_follows_what_sft_and_the_initial_rm_depend_on():
 
 
 def test_committed_grids_load():
-    for name in ("ablation", "headline"):
-        grid = load_grid(REPO / "configs" / "grids" / f"{name}.yaml")
+    paths = sorted((REPO / "configs" / "grids").glob("*.yaml"))
+    assert {p.stem for p in paths} >= {"ablation", "headline", "seeds", "seeds_uniform"}
+    for path in paths:  # every committed grid, so `make report` never meets a bad cell
+        grid = load_grid(path)
         for cell in grid.cells:
             cfg = grid.config(cell)
             pool = cfg.data.benchmark.pool_size
-            assert cfg.filter.budget <= 0.12 * pool, (name, cell.name)  # the filtered budget stays ~10% of the pool
+            assert cfg.filter.budget <= 0.12 * pool, (path.stem, cell.name)  # the filtered budget stays ~10% of the pool
     headline = load_grid(REPO / "configs" / "grids" / "headline.yaml")
     assert len(headline.axes["seed"]) >= 5 and set(headline.axes["annotators"]) == {"uniform", "adversarial"}
     cfg = headline.config(headline.cells[0])
