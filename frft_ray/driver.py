@@ -156,12 +156,11 @@ def train_base_models(cfg: RunConfig, data: RunData, run: RunFolder, workers: Ru
     log.info("SFT: %d demonstrations x %.1f epochs on the learner actor%s ...", len(data.sft_prompts),
              cfg.sft.epochs if cfg.sft.enabled else 0, f"; beside it, {fit_msg}" if overlap else "")
     with timer("base"):
-        t0 = time.time()
-        sft_ref = learner.sft.remote(data.sft_prompts, data.sft_responses) if cfg.sft.enabled else None
-        rm_fit = workers.rm_trainer.submit(job, pairs, data.heldout) if overlap else None
-        sft_metrics = ray.get(sft_ref) if sft_ref else {}
-        ray.get(learner.save.remote(str(ckpt_dir / "sft"), {"kind": "policy", "stage": "sft"}))
-        timer.totals["sft"] = time.time() - t0
+        with timer("sft"):
+            sft_ref = learner.sft.remote(data.sft_prompts, data.sft_responses) if cfg.sft.enabled else None
+            rm_fit = workers.rm_trainer.submit(job, pairs, data.heldout) if overlap else None
+            sft_metrics = ray.get(sft_ref) if sft_ref else {}
+            ray.get(learner.save.remote(str(ckpt_dir / "sft"), {"kind": "policy", "stage": "sft"}))
         log.info("SFT: %s (%.1fs)", sft_metrics, timer.totals["sft"])
         if not overlap:
             log.info("%s ...", fit_msg)
