@@ -12,6 +12,10 @@ How it stays fast and consistent:
   once, so it scores with one version and reports that version. No replica restarts. A version
   that fails to load is retried (at once for a newer one, else with a growing pause) and GET
   /health says "degraded" until one loads.
+- Read-your-version: a client that sends `X-Min-Model-Version: N` (the newest version it has
+  seen) is scored by version N or newer. A replica still behind loads the registry's newest
+  version on the request's path first (409 when N is not published, 503 when the load fails), so
+  one client never sees the version go back across replicas.
 - The replica's device comes from `placement.serve.num_gpus` and its weights' dtype from the run's
   `precision` (both in `ReplicaSettings`); every version it loads goes to the same device and dtype,
   and GET /v1/model says which ("device": "cpu/fp32", "cuda:0/bf16").
@@ -29,9 +33,10 @@ import logging
 import math
 import threading
 import time
+from typing import Annotated
 
 import ray
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
@@ -47,6 +52,7 @@ from serve.schemas import (
     RewardResponse,
     ScoreRequest,
     ScoreResponse,
+    VersionUnavailable,
     check_finite,
     check_limits,
     split_queries,
@@ -56,6 +62,8 @@ from serve.versions import get_registry
 
 log = logging.getLogger("ray.serve")
 RETRY_MAX_S = 10.0  # longest pause between two tries of a version that failed to load
+# the newest version the client has seen: it is scored by that version or a newer one
+MinVersion = Annotated[int | None, Header(alias="X-Min-Model-Version", ge=0)]
 api = FastAPI(title="frft-ray reward model", version="1")
 api.state.max_body_bytes = None
 api.state.token_sha256 = None
@@ -96,6 +104,11 @@ async def _on_pair(request: Request, exc: PairError) -> JSONResponse:
 @api.exception_handler(NonFiniteScore)
 async def _on_non_finite(request: Request, exc: NonFiniteScore) -> JSONResponse:
     return _err(500, "non_finite_score", str(exc), item=exc.item, model_version=exc.version)
+
+
+@api.exception_handler(VersionUnavailable)
+async def _on_version(request: Request, exc: VersionUnavailable) -> JSONResponse:
+    return _err(exc.status, "version_unavailable", str(exc), wanted_version=exc.wanted, model_version=exc.newest)
 
 
 @api.exception_handler(StarletteHTTPException)
@@ -193,6 +206,7 @@ class RewardModelServer:
         self._score_batch.set_max_batch_size(self._s.max_batch_size)
         self._score_batch.set_batch_wait_timeout_s(self._s.batch_wait_timeout_s)
         self._stop = threading.Event()
+        self._swap_lock = threading.Lock()  # one load at a time: the poller's or a request's catch-up
         threading.Thread(target=self._follow_registry, name="rm-version-poller", daemon=True).start()
 
     # ---------------------------------------------------------------- hot swap
@@ -222,7 +236,7 @@ class RewardModelServer:
             if cur["version"] == failed and time.monotonic() < retry_at:
                 continue
             try:
-                snap = self._load(cur)
+                self._swap_to(cur)
             except Exception as e:
                 pause = min(2 * pause, RETRY_MAX_S) if cur["version"] == failed else self._poll_s
                 failed, retry_at = cur["version"], time.monotonic() + pause
@@ -231,10 +245,31 @@ class RewardModelServer:
                 log.error(self._last_error)
                 continue
             failed = None
-            if snap.version > self._snap.version:  # never backwards
-                self._snap = snap
-                self._last_error = self._health_error = None
-                log.info(f"RM hot swap: now serving version {snap.version} from {snap.path}")
+
+    def _swap_to(self, entry: dict) -> None:
+        """Load a registry entry and serve it, unless this replica already serves it or newer."""
+        with self._swap_lock:
+            if entry["version"] <= self._snap.version:
+                return
+            snap = self._load(entry)
+            self._snap = snap  # one assignment; under the lock, so versions only go forward
+            self._last_error = self._health_error = None
+            log.info(f"RM hot swap: now serving version {snap.version} from {snap.path}")
+
+    async def _at_least(self, version: int | None) -> None:
+        """Read-your-version: before scoring, serve `version` or newer (the client's X-Min-Model-Version).
+
+        Behind: ask the registry, and load its newest version here, on the request's path, when the
+        poller has not yet. A batch reads the snapshot after this, and snapshots only move forward."""
+        if version is None or version <= self._snap.version:
+            return
+        cur = await self._registry.current.remote()
+        if not cur or cur["version"] < version:
+            raise VersionUnavailable(version, cur["version"] if cur else None)
+        try:
+            await asyncio.to_thread(self._swap_to, cur)
+        except Exception as e:
+            raise VersionUnavailable(version, cur["version"], type(e).__name__) from e
 
     def __del__(self):
         self._stop.set()
@@ -256,20 +291,22 @@ class RewardModelServer:
     # ---------------------------------------------------------------- routes
 
     @api.post("/v1/score", response_model=ScoreResponse)
-    async def score(self, req: ScoreRequest) -> ScoreResponse:
+    async def score(self, req: ScoreRequest, min_version: MinVersion = None) -> ScoreResponse:
         prompts = [it.prompt for it in req.items]
         responses = [it.response for it in req.items]
         check_limits({"items.prompt": prompts, "items.response": responses}, len(prompts),
                      self._s.max_items, self._s.max_text_chars)
+        await self._at_least(min_version)
         scores, version = await self._score_batch((prompts, responses))
         check_finite(scores, "items", version)
         return ScoreResponse(scores=scores, model_version=version)
 
     @api.post("/get_reward", response_model=RewardResponse)
-    async def get_reward(self, req: RewardRequest) -> RewardResponse:
+    async def get_reward(self, req: RewardRequest, min_version: MinVersion = None) -> RewardResponse:
         check_limits({"query": req.query, "prompts": req.prompts or []}, len(req.query),
                      self._s.max_items, self._s.max_text_chars)
         prompts, responses = split_queries(req.query, req.prompts)
+        await self._at_least(min_version)
         rewards, version = await self._score_batch((prompts, responses))
         check_finite(rewards, "query", version)
         return RewardResponse(

@@ -87,6 +87,20 @@ class NonFiniteScore(Exception):
         self.item, self.version = item, version
 
 
+class VersionUnavailable(Exception):
+    """The request asked for a model version (X-Min-Model-Version) that is not published yet (HTTP
+    409), or that this replica could not load (HTTP 503: retry)."""
+
+    def __init__(self, wanted: int, newest: int | None, load_error: str | None = None):
+        if load_error is None:
+            msg = (f"X-Min-Model-Version {wanted} is not published yet (the newest version is {newest}); "
+                   "send the newest version you have seen")
+        else:
+            msg = f"X-Min-Model-Version {wanted}: this replica could not load version {newest} ({load_error}); retry"
+        super().__init__(msg)
+        self.wanted, self.newest, self.status = wanted, newest, 409 if load_error is None else 503
+
+
 def check_finite(scores: list[float], field: str, version: int) -> None:
     """Raise NonFiniteScore naming the first item (`field[i]`) whose score is NaN or infinite."""
     for i, s in enumerate(scores):

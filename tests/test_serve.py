@@ -247,9 +247,18 @@ def test_auth_on_the_replica(replicas):
 def test_hot_swap_reaches_the_replica(replicas, ckpts):
     """Before the hot swap under load (v3 below): v1 -> v2, straight on the replica's port."""
     base = replicas[launch.APP_NAME][0]
+    items = {"items": [{"prompt": p, "response": q} for p, q in PAIRS]}
+    r = post("/v1/score", items, base=base, headers={"X-Min-Model-Version": "2"})
+    assert r.status_code == 409 and r.json()["error"] == "version_unavailable", r.text
+    assert "2 is not published yet (the newest version is 1)" in r.json()["message"]
+    r = post("/get_reward", {"query": ["x"]}, base=base, headers={"X-Min-Model-Version": "two"})
+    assert r.status_code == 422 and "X-Min-Model-Version" in r.json()["message"], r.text
     launch.publish_rm(ckpts[2])  # version 2 from meta.json
+    # read-your-version: asked at once, before the replica's poller may have loaded it
+    r = post("/get_reward", {"query": ["x"]}, base=base, headers={"X-Min-Model-Version": "2"})
+    assert r.status_code == 200 and r.json()["model_version"] == 2, r.text
     assert launch.wait_for_version(base, 2, timeout_s=60)["model_version"] == 2
-    out = post("/v1/score", {"items": [{"prompt": p, "response": q} for p, q in PAIRS]}, base=base).json()
+    out = post("/v1/score", items, base=base, headers={"X-Min-Model-Version": "1"}).json()
     assert out["model_version"] == 2 and out["scores"] == pytest.approx(direct(ckpts[2], PAIRS), abs=1e-5)
     assert launch.replica_urls() == replicas[launch.APP_NAME]  # swapped in place: same replica, same port
 
