@@ -98,10 +98,15 @@ def _without_timings(d):
 
 
 @pytest.fixture(scope="module")
-def reference():
-    """The uninterrupted run the crashed ones must match."""
+def reference(ray_local):
+    """The uninterrupted run the crashed ones must match: in this process, on the session's Ray (no
+    process or Ray instance of its own to start; `resources.temp_dir` is then unused but the same)."""
+    from frft_ray import driver
+    from frft_ray.config import load_config
+
     run_dir = RUNS / "crash-reference"
-    assert _run(run_dir) == 0
+    shutil.rmtree(run_dir, ignore_errors=True)
+    assert driver.run(load_config("micro", OVERRIDES), run_dir) is not None
     return run_dir
 
 
