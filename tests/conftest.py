@@ -59,6 +59,16 @@ def ray_local():
         ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def resumed_run(ray_local):
+    """The micro run stopped after iteration 1, scaled, resumed with its endpoint live (tests/resumed_run.py)."""
+    from pathlib import Path
+
+    from resumed_run import run_stopped_scaled_resumed
+
+    return run_stopped_scaled_resumed(Path(os.environ["FRFT_TEST_RUNS"]) / "resume")
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread: on a busy 2-core box, 2 spinning OpenMP threads slow tiny models up to ~10x."""

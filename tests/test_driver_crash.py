@@ -5,6 +5,10 @@ Each run is a real `frft-ray run` subprocess with its own local Ray (address=loc
 session, so the test can check that no Ray process outlives the killed driver. The crash point comes
 from the driver's test hook `FRFT_RAY_TEST_KILL_AT` (frft_ray/faults.py: the driver SIGKILLs itself
 there), which makes the place of the crash exact instead of a race against log lines.
+
+The uninterrupted result to match is the run of tests/resumed_run.py (stopped after iteration 1 on
+purpose, scaled to 2 rollout workers, resumed; test_pipeline.py checks its resume and its endpoint):
+the crashed run here is scaled at the same point, before iteration 2 runs, so both sample alike.
 """
 
 import json
@@ -17,15 +21,15 @@ import time
 from pathlib import Path
 
 import pytest
+from resumed_run import OVERRIDES as REFERENCE_OVERRIDES
 
 from frft_ray.faults import KILL_AT_ENV
 
 RUNS = Path(os.environ["FRFT_TEST_RUNS"])
 REPO = Path(__file__).resolve().parents[1]
 RAY_TMP = os.environ.get("FRFT_TEST_RAY_TMP", "/tmp/frft_test_ray") + "_crash"
-# one arm, two iterations of two PPO steps, the smallest base models the micro config allows
-OVERRIDES = ["frft.arms=[frft]", "frft.alpha=2", "frft.steps_per_iteration=2", "sft.epochs=1",
-             "reward.init_records=500", "eval.num_prompts=16", f"resources.temp_dir={RAY_TMP}"]
+# the reference run's settings (one arm, two iterations of two PPO steps), on a Ray of its own
+OVERRIDES = [*REFERENCE_OVERRIDES, f"resources.temp_dir={RAY_TMP}"]
 # Ray 2.60's node agents outlive a SIGKILLed driver: when their raylet dies they try to report it to
 # the GCS, dead too, and hang there (ray/_private/process_watcher.py). Raylet, GCS and workers do die.
 # A killed driver can do nothing about it; the test kills the agents by PID and tolerates only them.
@@ -34,6 +38,8 @@ RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
 # before the run did anything, so that one error is retried
 RAY_START_TIMEOUT = "The current node timed out during startup"
 TIMING_KEYS = {"timing_s", "timing", "seconds"}  # wall-clock numbers: all a crash may change in a summary
+# where the two runs' configs differ on purpose: the reference's stop, endpoint and Ray temp dir
+CONFIG_DIFFERENCES = {"serve", "temp_dir", "stop_after"}
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -91,32 +97,25 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def _without_timings(d):
+def _without(d, keys: set[str]):
+    """`d` without the keys in `keys`, at every depth."""
     if isinstance(d, dict):
-        return {k: _without_timings(v) for k, v in d.items() if k not in TIMING_KEYS}
-    return [_without_timings(v) for v in d] if isinstance(d, list) else d
+        return {k: _without(v, keys) for k, v in d.items() if k not in keys}
+    return [_without(v, keys) for v in d] if isinstance(d, list) else d
 
 
-@pytest.fixture(scope="module")
-def reference(ray_local):
-    """The uninterrupted run the crashed ones must match: in this process, on the session's Ray (no
-    process or Ray instance of its own to start; `resources.temp_dir` is then unused but the same)."""
-    from frft_ray import driver
-    from frft_ray.config import load_config
-
-    run_dir = RUNS / "crash-reference"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    assert driver.run(load_config("micro", OVERRIDES), run_dir) is not None
-    return run_dir
+def _without_timings(d):
+    return _without(d, TIMING_KEYS)
 
 
 def _frft_steps(run_dir: Path) -> list[int]:
     return [m["step"] for m in _metrics(run_dir) if "step" in m and m.get("arm") == "frft"]
 
 
-def test_a_driver_killed_mid_ppo_then_mid_refit_resumes_to_the_uninterrupted_result(reference):
+def test_a_driver_killed_mid_ppo_then_mid_refit_resumes_to_the_uninterrupted_result(resumed_run):
     """Two crashes in one run (three processes instead of four): SIGKILL in iteration 1's first PPO
-    step, resume, SIGKILL in iteration 2's refit, resume to the end."""
+    step, resume, SIGKILL in iteration 2's refit, scale to 2 rollout workers, resume to the end."""
+    reference = resumed_run.run_dir
     run_dir = RUNS / "crash-ppo-then-refit"
     assert _run(run_dir, "ppo:1:1") == -signal.SIGKILL
     assert not (run_dir / "summary.json").exists()
@@ -128,6 +127,9 @@ def test_a_driver_killed_mid_ppo_then_mid_refit_resumes_to_the_uninterrupted_res
     assert (run_dir / "latest").read_text().strip() == "ckpt/frft-iter-001"
     assert _frft_steps(run_dir) == [1, 2]  # iteration 1 once: the killed step's line was dropped
 
+    from frft_ray.cli import main
+
+    assert main(["scale", str(run_dir), "--rollout-workers", "2"]) == 0  # as the reference did before iteration 2
     assert _frft_ray(["--resume", str(run_dir)]) == 0
 
     # every iteration and every PPO step exactly once, in the metrics and in the state
@@ -146,4 +148,6 @@ def test_a_driver_killed_mid_ppo_then_mid_refit_resumes_to_the_uninterrupted_res
     # the finished summary is the uninterrupted run's, but for wall-clock timings
     got = json.loads((run_dir / "summary.json").read_text())
     want = json.loads((reference / "summary.json").read_text())
+    for summary in (got, want):
+        summary["config"] = _without(summary["config"], CONFIG_DIFFERENCES)
     assert _without_timings(got) == _without_timings(want)

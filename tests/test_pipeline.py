@@ -140,77 +140,32 @@ def test_frft_selection_is_smaller_than_pool_and_respects_threshold_and_budget(m
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_resume_continues_from_iteration_two_with_live_endpoint(ray_local):
+def test_resume_continues_from_iteration_two_with_live_endpoint(resumed_run):
     """Stop after iteration 1, scale rollout workers, resume: it continues at 2 and finishes, while the
-    RM endpoint (serve.enabled) hot-swaps to each refit and its versions never go backwards."""
-    import threading
-
-    import requests
-    from ray import serve
-
-    run_dir = RUNS / "resume"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    port = 18557
-    cfg = load_config("micro", ["frft.arms=[frft]", "frft.stop_after=1", "frft.steps_per_iteration=2",
-                                "serve.enabled=true", f"serve.port={port}", "serve.keep_alive=true",
-                                # resume is what is tested: one SFT epoch, an initial RM on 500 pairs, fewer eval
-                                # prompts (same pool: its embeddings are cached by the other micro runs)
-                                "sft.epochs=1", "reward.init_records=500", "eval.num_prompts=16"])
-    from serve.launch import Endpoint, stop_server
-
-    url = f"http://127.0.0.1:{port}{Endpoint.for_folder(run_dir).route_prefix}"  # the run's own route
-    seen, stop = [], threading.Event()
-
-    def poll():
-        while not stop.is_set():
-            try:
-                seen.append(requests.get(f"{url}/v1/model", timeout=2).json()["model_version"])
-            except (requests.RequestException, ValueError, KeyError):
-                pass
-            stop.wait(0.3)
-
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    try:
-        _run_resume_scenario(cfg, run_dir)
-        r = requests.post(f"{url}/v1/score",
-                          json={"items": [{"prompt": "\n\nHuman: hi\n\nAssistant:", "response": " Hello."}]}, timeout=10)
-        assert r.status_code == 200 and r.json()["model_version"] == 2
-    finally:
-        stop.set()
-        poller.join()
-        stop_server(Endpoint.for_folder(run_dir).app_name)  # kept alive by the run: the app and its registry
-        serve.shutdown()
-    assert seen and seen == sorted(seen) and seen[-1] == 2  # the endpoint followed every refit, forward only
-
-
-def _run_resume_scenario(cfg, run_dir):
-    assert _run(cfg, run_dir) is None
-    assert (run_dir / "latest").read_text().strip() == "ckpt/frft-iter-001"
-    assert not (run_dir / "summary.json").exists()
-    state1 = json.loads((run_dir / "ckpt/frft-iter-001/driver_state.json").read_text())
-    # scale the rollout pool between iterations: the resumed driver picks it up at the boundary
-    from frft_ray.cli import main
-
-    assert main(["scale", str(run_dir), "--rollout-workers", "2"]) == 0
-    resumed = load_config(run_dir / "config.yaml", ["frft.stop_after=null"])
-    summary = _run(resumed, run_dir, resume=True)
-    assert summary is not None and (run_dir / "summary.json").exists()
+    RM endpoint (serve.enabled) hot-swaps to each refit and its versions never go backwards
+    (the run: tests/resumed_run.py)."""
+    r = resumed_run
+    run_dir = r.run_dir
+    assert r.first is None and r.latest_after_stop == "ckpt/frft-iter-001" and not r.summary_after_stop
+    assert r.scale_rc == 0
+    assert r.summary is not None and (run_dir / "summary.json").exists()
     assert (run_dir / "latest").read_text().strip() == "ckpt/frft-iter-002"
     iters = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     iter_records = [x["iteration"] for x in iters if x.get("arm") == "frft" and "records" in x]
     assert iter_records == [1, 2]  # iteration 1 ran once, then 2: continued, not restarted
     state2 = json.loads((run_dir / "ckpt/frft-iter-002/driver_state.json").read_text())
     its = state2["arms"]["frft"]["iterations"]
-    assert its[0] == state1["arms"]["frft"]["iterations"][0]
-    assert [r["rollout_workers"] for r in its] == [1, 2]
+    assert its[0] == r.state1["arms"]["frft"]["iterations"][0]
+    assert [it["rollout_workers"] for it in its] == [1, 2]
     assert its[0]["samples"] == its[1]["samples"] and its[0]["ppo_samples"] == its[1]["ppo_samples"] > 0
     # the policy kept training: version after iteration 2 = 2 iterations x 2 steps
     meta = json.loads((run_dir / "ckpt/frft-iter-002/policy/meta.json").read_text())
     assert meta["policy_version"] == 4
     # resuming a finished run says so and does nothing
-    assert _run(resumed, run_dir, resume=True) is None
-    assert main(["run", "--resume", str(run_dir)]) == 0
+    assert r.again is None and r.cli_again_rc == 0
+    # the endpoint followed every refit, forward only, and serves the last one
+    assert r.score_status == 200 and r.score_version == 2
+    assert r.seen and r.seen == sorted(r.seen) and r.seen[-1] == 2
 
 
 @pytest.mark.slow
