@@ -10,7 +10,7 @@ error, a timeout or a 5xx is retried once after 0.2 s; a 4xx is never retried. A
 as `retried` when its retry succeeded and as a `failure` when the retry failed too.
 
 Each client sends the newest version it has seen as `X-Min-Model-Version` (read-your-version), so
-no replica answers it with an older one; `--no-min-version` turns that off.
+no replica answers it with an older one.
 
 Prints: requests, failures, retried (with why), p50/p99 latency, and the versions each client saw,
 checked to be non-decreasing per client.
@@ -50,10 +50,9 @@ def build_checkpoints(root: Path) -> list[str]:
 class Client(threading.Thread):
     """One loopback client: POST /v1/score with one item until the deadline, retrying once."""
 
-    def __init__(self, k: int, url: str, t0: float, seconds: float, read_your_version: bool):
+    def __init__(self, k: int, url: str, t0: float, seconds: float):
         super().__init__(daemon=True)
         self.k, self.url, self.t0, self.deadline = k, url, t0, t0 + seconds
-        self.read_your_version = read_your_version
         self.trouble_at: list[float] = []  # seconds after the start of each first try that failed
         self.latencies: list[float] = []
         self.versions: list[int] = []
@@ -62,7 +61,7 @@ class Client(threading.Thread):
 
     def _once(self, session: requests.Session, body: dict) -> tuple[dict | None, str | None]:
         # read-your-version: the newest version this client has seen, so no replica answers older
-        headers = {"X-Min-Model-Version": str(self.versions[-1])} if self.versions and self.read_your_version else {}
+        headers = {"X-Min-Model-Version": str(self.versions[-1])} if self.versions else {}
         try:
             r = session.post(f"{self.url}/v1/score", json=body, headers=headers, timeout=30)
         except requests.RequestException as e:
@@ -118,8 +117,6 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--swap-every", type=float, default=10.0, help="seconds between two published versions")
     ap.add_argument("--replicas", type=int, default=2)
-    ap.add_argument("--no-min-version", action="store_true",
-                    help="clients do not send X-Min-Model-Version (versions may then go back across replicas)")
     args = ap.parse_args()
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on loopback
@@ -145,7 +142,7 @@ def main() -> int:
           f"a new version every {args.swap_every:.0f} s, one replica killed at {args.seconds / 2:.0f} s", flush=True)
 
     t0 = time.monotonic()
-    clients = [Client(k, url, t0, args.seconds, not args.no_min_version) for k in range(args.clients)]
+    clients = [Client(k, url, t0, args.seconds) for k in range(args.clients)]
     for c in clients:
         c.start()
     version, killed = 1, None

@@ -98,6 +98,11 @@ def test_failed_load_is_reported_by_health_and_retried(runs, ckpts, tmp_path):
     assert health["model_version"] == 0 and health["wanted_version"] == 1
     assert "version 1 failed to load" in health["last_error"] and str(broken) not in health["last_error"]
     assert str(broken) in requests.get(url_a + "/v1/model", timeout=10).json()["last_error"]  # details behind auth
+    # read-your-version asks for the broken version: the replica tries to load it on the request's path
+    r = post("/v1/score", {"items": [{"prompt": "Q", "response": " A"}]}, base=url_a,
+             headers={"X-Min-Model-Version": "1"})
+    assert r.status_code == 503 and r.json()["error"] == "version_unavailable", r.text
+    assert _score(url_a, PAIRS)["model_version"] == 0  # without the header it keeps serving version 0
     shutil.copy(f"{ckpts[2]}/model.safetensors", broken / "model.safetensors")  # the checkpoint is whole now
     assert launch.wait_for_version(url_a, 1, timeout_s=60)["model_version"] == 1  # retried without a new publish
     assert _wait_health(url_a, lambda h: h["status"] == "ok")["last_error"] is None
