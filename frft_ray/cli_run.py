@@ -10,20 +10,17 @@ from pathlib import Path
 from frft_ray.cli_common import CLIError, add_config_args
 
 
-def _setup_logging(run_dir: Path | None = None) -> None:
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+def _setup_logging() -> None:
+    """INFO lines to stderr (each run also writes its own run.log: tracking.RunLog)."""
+    from frft_ray.tracking import RunLog
+
     root = logging.getLogger("frft_ray")
     root.setLevel(logging.INFO)
     root.propagate = False
     if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) for h in root.handlers):
         h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(fmt)
+        h.setFormatter(RunLog.FORMAT)
         root.addHandler(h)
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(run_dir / "run.log")
-        fh.setFormatter(fmt)
-        root.addHandler(fh)
 
 
 def register(sub) -> None:
@@ -72,7 +69,7 @@ def cmd_run(args) -> int:
     else:
         cfg = load_config(args.config, args.overrides)
         run_dir = Path(args.out or cfg.out_dir)
-    _setup_logging(run_dir)
+    _setup_logging()
     driver.run(cfg, run_dir, resume=bool(args.resume))
     return 0
 

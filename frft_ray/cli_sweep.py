@@ -20,17 +20,23 @@ def cmd_sweep(args) -> int:
     from frft_ray.cli_run import _setup_logging
     from frft_ray.sweep import load_grid, run_grid
     from frft_ray.sweep_report import collect, write_results
+    from frft_ray.tracking import RunLog
 
     grids = [load_grid(g) for g in args.grid]  # every cell's config is checked before anything runs
     out = Path(args.out)
-    _setup_logging(out)
+    _setup_logging()
+    out.mkdir(parents=True, exist_ok=True)
+    sweep_log = RunLog(out)  # the whole sweep's log; each cell also writes its own run.log
     sections = []
-    for grid in grids:
-        if not args.report_only:
-            for r in run_grid(grid, out):
-                extra = f", SFT + initial RM {r.base}, {r.wall_s:.0f}s" if r.status == "ran" else ""
-                print(f"cell {grid.name}/{r.cell.name}: {r.status}{extra}")
-        sections.append((grid, collect(grid, out)))
+    try:
+        for grid in grids:
+            if not args.report_only:
+                for r in run_grid(grid, out):
+                    extra = f", SFT + initial RM {r.base}, {r.wall_s:.0f}s" if r.status == "ran" else ""
+                    print(f"cell {grid.name}/{r.cell.name}: {r.status}{extra}")
+            sections.append((grid, collect(grid, out)))
+    finally:
+        sweep_log.close()
     path = write_results(sections, Path(args.results), Path(args.img_dir))
     print(f"report: {path} ({sum(len(c) for _, c in sections)} finished cells)")
     return 0

@@ -29,7 +29,7 @@ from frft_ray.models import check_model_sources
 from frft_ray.run_data import RunData, prepare_run_data
 from frft_ray.run_state import InitialRM, RunState, read_latest, write_json, write_latest
 from frft_ray.summary import build_summary, print_summary, write_report
-from frft_ray.tracking import MetricsLogger, PhaseTimer
+from frft_ray.tracking import MetricsLogger, PhaseTimer, RunLog
 from frft_ray.workers import RunWorkers
 
 log = logging.getLogger("frft_ray")
@@ -102,6 +102,7 @@ class RunFolder:
     dir: Path
     state: RunState
     metrics: MetricsLogger
+    run_log: RunLog
     started: float = field(default_factory=time.time)  # this invocation's start
     wall_before: float = 0.0  # the wall time of earlier invocations (before a resume)
 
@@ -116,6 +117,7 @@ class RunFolder:
             raise FileExistsError(f"{run_dir} already holds a run; pass --resume {run_dir} or choose another --out")
         latest = read_latest(run_dir) if resume else None
         (run_dir / "ckpt").mkdir(parents=True, exist_ok=True)
+        run_log = RunLog(run_dir)
         dump_config(cfg, run_dir / "config.yaml")
         state = latest[1] if latest else RunState()
         metrics = MetricsLogger(run_dir)
@@ -123,7 +125,7 @@ class RunFolder:
             log.info("resuming from %s (%s)", latest[0].name, _where(state))
         if resume:  # what an unfinished iteration logged before a crash is logged again when it reruns
             metrics.keep_completed({arm: len(a.iterations) for arm, a in state.arms.items()})
-        return cls(run_dir, state, metrics, wall_before=state.wall_s)
+        return cls(run_dir, state, metrics, run_log, wall_before=state.wall_s)
 
     def clock(self) -> float:
         """The run's wall time so far, across resumes."""
@@ -139,6 +141,7 @@ class RunFolder:
 
     def close(self) -> None:
         self.metrics.close()
+        self.run_log.close()
 
 
 def train_base_models(cfg: RunConfig, data: RunData, run: RunFolder, workers: RunWorkers, base_rm: Path) -> None:

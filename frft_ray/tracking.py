@@ -32,6 +32,28 @@ class PhaseTimer:
         return {f"timing/{k}": round(v, 3) for k, v in self.totals.items()}
 
 
+class RunLog:
+    """The run's `run.log`: every "frft_ray" log line at INFO and above from `open()` to `close()`,
+    appended across resumes. The driver owns it, so runs started from the Python API or a sweep
+    (several runs in one process) each log to their own folder only."""
+
+    FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+
+    def __init__(self, run_dir: Path):
+        self.handler = logging.FileHandler(run_dir / "run.log")
+        self.handler.setFormatter(self.FORMAT)
+        self.handler.setLevel(logging.INFO)
+        self._level = log.level
+        if log.getEffectiveLevel() > logging.INFO:
+            log.setLevel(logging.INFO)
+        log.addHandler(self.handler)
+
+    def close(self) -> None:
+        log.removeHandler(self.handler)
+        self.handler.close()
+        log.setLevel(self._level)
+
+
 class MetricsLogger:
     """Appends one JSON object per record to metrics.jsonl and mirrors numbers to TensorBoard."""
 

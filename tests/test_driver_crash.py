@@ -69,7 +69,7 @@ def _frft_ray(args: list[str], kill_at: str | None = None) -> int:
 
 def _session_processes(sid: int, wait_s: float) -> dict[int, str]:
     """{pid: command line} of the processes whose session is `sid`, waiting up to `wait_s` for them
-    to exit on their own."""
+    to exit on their own (no longer once only the hanging node agents are left)."""
     deadline = time.monotonic() + wait_s
     while True:
         found = {}
@@ -80,7 +80,7 @@ def _session_processes(sid: int, wait_s: float) -> dict[int, str]:
                     found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:  # it exited meanwhile
                 continue
-        if not found or time.monotonic() > deadline:
+        if all(name.startswith(RAY_AGENTS) for name in found.values()) or time.monotonic() > deadline:
             return found
         time.sleep(0.5)
 

@@ -99,6 +99,12 @@ def test_sweep_runs_two_cells_shares_the_base_skips_on_rerun_and_writes_the_repo
     s0, s1 = (json.loads((c / "summary.json").read_text()) for c in cells)
     assert s0["initial_rm"] == s1["initial_rm"] and s1["config"]["ppo"]["kl_coef"] == 0.2
     assert json.loads((cells[1] / "cell.json").read_text())["base"] == "cached"
+    # each cell logs to its own run.log (its own folder only), the sweep's run.log has both
+    logs = [(c / "run.log").read_text() for c in cells]
+    assert "SFT: " in logs[0] and "SFT: " not in logs[1]  # the second cell's base came from the cache
+    assert "resuming from rm-v0" in logs[1] and "resuming from" not in logs[0]  # ... and its lines stay out of the first's
+    assert all(x.count("[vanilla it 1/1]") == 1 for x in logs)
+    assert (out / "run.log").read_text().count("[vanilla it 1/1]") == 2
     mtimes = [(c / "summary.json").stat().st_mtime_ns for c in cells]
 
     assert main(argv) == 0  # the re-run skips both finished cells

@@ -12,6 +12,9 @@ What a step does, in order:
    negative mean score makes EOS the token with the most negative advantage, so PPO learns to stop
    ending responses (length runs to the cap) whatever the reward ranks. A Bradley-Terry RM's offset
    is arbitrary, and the benchmark's gold reward averages about -2.5 on the micro SFT policy.
+   With `scale_scores` the centred scores are also divided by the batch's standard deviation, so
+   that kl_coef means the same against reward models of different scales (FRFT's refits on a narrow
+   selection spread their scores 4-7x wider on the SFT policy's samples than the initial RM).
 3. `cfg.epochs` passes of shuffled minibatches: clipped policy loss + vf_coef * clipped value
    loss - ent_coef * entropy; policy and value head share one AdamW; gradient norm clipped.
 4. The KL controller is updated with the batch's mean sequence KL.
@@ -55,6 +58,9 @@ from frft_ray.config import PPOConfig
 from frft_ray.devices import autocast
 from frft_ray.models import position_ids_from_mask
 from frft_ray.rollout import RolloutBatch
+
+
+SCORE_STD_FLOOR = 1e-3  # scale_scores: a batch the RM scores (nearly) alike is not blown up into noise
 
 
 def _trimmed_inputs(q_ids, q_mask, r_ids, r_mask):
@@ -235,7 +241,8 @@ class PPOLearner:
         token_kl = (old["logprobs"] - old["ref_logprobs"]) * mask
         seq_kl = token_kl.sum(1)
         baseline = scores.mean() if cfg.center_scores else torch.zeros((), device=scores.device)
-        rewards = kl_penalized_rewards(scores - baseline, old["logprobs"], old["ref_logprobs"], mask, kl_coef)
+        scale = scores.std().clamp_min(SCORE_STD_FLOOR) if cfg.scale_scores and len(scores) > 1 else 1.0
+        rewards = kl_penalized_rewards((scores - baseline) / scale, old["logprobs"], old["ref_logprobs"], mask, kl_coef)
         raw_rewards = rewards
         if cfg.whiten_rewards:
             rewards = masked_whiten(rewards, mask, shift_mean=False)
@@ -275,6 +282,7 @@ class PPOLearner:
                 "ppo/kl_coef": kl_coef,
                 "ppo/mean_kl": mean_kl,
                 "ppo/score_mean": scores.mean().item(),
+                "ppo/score_std": scores.std().item() if len(scores) > 1 else 0.0,
                 "ppo/reward_mean": raw_rewards.sum(1).mean().item(),
                 "ppo/return_mean": masked_mean(returns, mask).item(),
                 "ppo/value_mean": masked_mean(old["values"], mask).item(),
