@@ -40,6 +40,7 @@ class LearnerActor(WeightSource):
         self.device = role_device(cfg.placement.learner.num_gpus, "learner")
         self.dtype = compute_dtype(cfg.precision, self.device)
         self.policy = None
+        self.score_scale = 1.0
 
     def device_info(self) -> str:
         """Where this learner computes: 'cuda:0/bf16', 'cpu/fp32'."""
@@ -61,6 +62,7 @@ class LearnerActor(WeightSource):
         self._load_policy(policy_path)
         self.rm = self.rm_tok = None
         self.rm_version = -1
+        self.score_scale = 1.0
         self.version = 0
         return 0
 
@@ -98,7 +100,12 @@ class LearnerActor(WeightSource):
 
         loaded = load_reward_checkpoint(path, self.cfg.models.trust_remote_code)
         self.rm, self.rm_tok, self.rm_version = loaded.model.to(self.device), loaded.tokenizer, version
+        self.score_scale = 1.0  # a new RM is in its own units until told otherwise
         return version
+
+    def set_score_scale(self, factor: float) -> None:
+        """PPO sees the current RM's scores times `factor` (ppo.score_scale=initial_rm; the gold reward never)."""
+        self.score_scale = float(factor)
 
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         from frft_ray.models import score
@@ -115,9 +122,12 @@ class LearnerActor(WeightSource):
             raise ValueError(f"rollout batch from policy v{batch.policy_version}, learner is at v{self.version}")
         if rewards is not None and len(rewards) != len(batch.prompts):
             raise ValueError(f"{len(rewards)} rewards for a batch of {len(batch.prompts)} responses")
-        scores = torch.tensor(self.score(batch.prompts, batch.responses) if rewards is None else list(rewards),
-                              dtype=torch.float32)
+        if rewards is None:
+            scores = torch.tensor(self.score(batch.prompts, batch.responses), dtype=torch.float32) * self.score_scale
+        else:
+            scores = torch.tensor(list(rewards), dtype=torch.float32)
         stats = self.learner.step(batch, scores)
+        stats["ppo/score_scale"] = self.score_scale if rewards is None else 1.0
         self.version += 1
         stats["rm_version"] = self.rm_version
         stats["policy_version"] = self.version

@@ -44,6 +44,9 @@ def arms_of(cfg: RunConfig) -> list[str]:
     return [a for a in ARMS if a in cfg.frft.arms]
 
 
+MIN_SPREAD = 1e-6  # an RM that scores every reference text alike is not divided by 0
+
+
 def arm_index(arm: str) -> int:
     """The arm's seed offset: fixed per arm, so an arm draws the same samples whichever other arms run."""
     return ARMS.index(arm)
@@ -83,7 +86,7 @@ class ArmTrainer:
             ray.get(self.learner.set_reference.remote(str(sft_path)))
             if last:
                 ray.get(self.learner.restore.remote(str(run.dir / last.path / "policy")))
-            ray.get(self.learner.load_rm.remote(str(self.rm_path), self.rm_version))
+            self._load_rm()
             version = ray.get(self.learner.get_version.remote())
             self.pool.load_checkpoint(sft_path)
             if version:
@@ -149,7 +152,8 @@ class ArmTrainer:
                 fit = self.rm_trainer.fit(job, pairs, self.data.heldout)
             kill_point(f"refit:{it}")
             self.rm_path = self.iter_dir / "rm"
-            ray.get(self.learner.load_rm.remote(str(self.rm_path), self.rm_version))
+            with self.timer("rm_eval"):
+                self._load_rm()
             phases.publish_rm(cfg, self.run.dir, self.rm_path, self.rm_version)
             state.published = Published(self.run.rel(self.rm_path), self.rm_version)
             rec.rm_heldout, rec.rm_fit_loss = fit.get("eval_accuracy"), fit.get("train_loss")
@@ -167,7 +171,7 @@ class ArmTrainer:
     def measure_reward_model(self) -> None:
         """The current RM against the truth (gold reward), on the policy's own samples and held-out pairs."""
         rec = self.record
-        rec.rm_version = self.rm_version
+        rec.rm_version, rec.score_scale = self.rm_version, self.score_scale
         if self.oracle:
             return
         with self.timer("rm_eval"):
@@ -229,6 +233,23 @@ class ArmTrainer:
         return stop is not None and self.it >= stop and not self.state.done
 
     # ------------------------------------------------------------ helpers
+    def _load_rm(self) -> None:
+        """Hand the current RM to the learner, in the units `ppo.score_scale` asks for: its own, or (a refit
+        RM with `initial_rm`) rescaled to the initial RM's spread on the same held-out responses."""
+        scaled = self.cfg.ppo.score_scale == "initial_rm" and not self.oracle and self.rm_version > 0
+        if scaled and self.run.rm0_spread is None:  # once per invocation
+            ray.get(self.learner.load_rm.remote(str(self.run.dir / self.run.state.rm0_path), 0))
+            self.run.rm0_spread = phases.rm_score_spread(self.learner, self.data)
+        ray.get(self.learner.load_rm.remote(str(self.rm_path), self.rm_version))
+        self.score_scale = 1.0
+        if scaled:
+            spread = phases.rm_score_spread(self.learner, self.data)
+            self.score_scale = self.run.rm0_spread / max(spread, MIN_SPREAD)
+            ray.get(self.learner.set_score_scale.remote(self.score_scale))
+            log.info("[%s] RM v%d: score spread %.3f, initial RM's %.3f: PPO sees its scores x %.3f "
+                     "(ppo.score_scale=initial_rm)", self.arm, self.rm_version, spread, self.run.rm0_spread,
+                     self.score_scale)
+
     def _link_rm(self) -> None:
         """The iteration's RM is unchanged: link to it rather than copy it."""
         link = self.iter_dir / "rm"

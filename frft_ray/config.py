@@ -186,10 +186,11 @@ class PPOConfig(Section):
     center_scores: bool = Field(
         True, description="subtract the batch's mean score before the KL penalty and GAE (a baseline: a negative "
         "score offset with a still-untrained value head otherwise penalises the EOS token and lengthens responses)")
-    scale_scores: bool = Field(
-        False, description="divide the batch's scores by their standard deviation before the KL penalty (ours): "
-        "kl_coef then weighs the same against every reward model, whatever its scale (a refit on a narrow "
-        "selection can spread its scores several times wider than the initial RM's)")
+    score_scale: Literal["rm", "initial_rm"] = Field(
+        "rm", description="the units of the RM scores PPO sees: `rm`, each RM's own; `initial_rm`, every refit "
+        "RM's scores rescaled to the initial RM's spread (the std of its scores on the held-out pairs' "
+        "responses), so kl_coef weighs the same against every refit as against the initial RM (ours; a refit "
+        "on a narrow selection can spread its scores several times wider)")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient L2-norm clipping")
 
 

@@ -104,6 +104,7 @@ class RunFolder:
     metrics: MetricsLogger
     run_log: RunLog
     started: float = field(default_factory=time.time)  # this invocation's start
+    rm0_spread: float | None = None  # the initial RM's score spread (ppo.score_scale=initial_rm), once per invocation
     wall_before: float = 0.0  # the wall time of earlier invocations (before a resume)
 
     @classmethod

@@ -154,6 +154,19 @@ def onpolicy_pairs(data: RunData, samples_a, samples_b) -> list:
     return pairs
 
 
+SPREAD_PAIRS = 256  # held-out pairs (both responses) on which an RM's score spread is measured
+
+
+def rm_score_spread(learner, data: RunData) -> float:
+    """The std of the learner's current RM's scores on a fixed reference set: both responses of the first
+    `SPREAD_PAIRS` held-out pairs (the pool's, when there are no held-out pairs). The same texts for
+    every RM of a run, so two RMs' spreads compare (ppo.score_scale=initial_rm)."""
+    pairs = (data.heldout or data.pool)[:SPREAD_PAIRS]
+    prompts = [p.prompt for p in pairs] * 2
+    responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    return float(np.std(ray.get(learner.score.remote(prompts, responses))))
+
+
 def rm_truth_accuracy(learner, data: RunData, samples_a, samples_b) -> dict:
     """The current RM's accuracy against the truth: on the policy's own samples (pairs judged by the gold
     reward) and on held-out pairs re-oriented by gold (all, and the policy-like ones). None without gold."""

@@ -43,6 +43,7 @@ class IterationRecord:
     rm_on_policy: float | None = None  # RM accuracy on pairs of the policy's own samples (gold-judged)
     rm_heldout_gold: float | None = None  # ... on held-out pairs re-oriented by the gold reward
     rm_heldout_policy_like: float | None = None  # ... on the policy-like ones among them
+    score_scale: float = 1.0  # PPO saw this RM's scores times this (ppo.score_scale; 1: its own units)
     score_first: float | None = None  # mean RM score of the first / last PPO batch
     score_last: float | None = None
     scores: list[float] = field(default_factory=list)  # mean RM score of every PPO batch

@@ -58,6 +58,7 @@ def build_summary(cfg: RunConfig, state: RunState, prompts: list[str], judged: d
             summary["rm_records"][arm] = [int(r.records) for r in its]
             summary["rm_accuracy"][arm] = acc
             summary.setdefault("selection", {})[arm] = [r.selection for r in its]
+            summary.setdefault("score_scale", {})[arm] = [r.score_scale for r in its]
         summary["rm_score"][arm] = [s for r in its for s in r.scores]
         summary["curves"][arm] = {"kl": [k for r in its for k in r.kl], "gold": [g for r in its for g in r.gold]}
     summary["peak_gold"] = peak_gold(summary["curves"])

@@ -12,9 +12,7 @@ What a step does, in order:
    negative mean score makes EOS the token with the most negative advantage, so PPO learns to stop
    ending responses (length runs to the cap) whatever the reward ranks. A Bradley-Terry RM's offset
    is arbitrary, and the benchmark's gold reward averages about -2.5 on the micro SFT policy.
-   With `scale_scores` the centred scores are also divided by the batch's standard deviation, so
-   that kl_coef means the same against reward models of different scales (FRFT's refits on a narrow
-   selection spread their scores 4-7x wider on the SFT policy's samples than the initial RM).
+   The scores arrive in the units the learner actor was told (`ppo.score_scale`).
 3. `cfg.epochs` passes of shuffled minibatches: clipped policy loss + vf_coef * clipped value
    loss - ent_coef * entropy; policy and value head share one AdamW; gradient norm clipped.
 4. The KL controller is updated with the batch's mean sequence KL.
@@ -58,9 +56,6 @@ from frft_ray.config import PPOConfig
 from frft_ray.devices import autocast
 from frft_ray.models import position_ids_from_mask
 from frft_ray.rollout import RolloutBatch
-
-
-SCORE_STD_FLOOR = 1e-3  # scale_scores: a batch the RM scores (nearly) alike is not blown up into noise
 
 
 def _trimmed_inputs(q_ids, q_mask, r_ids, r_mask):
@@ -241,8 +236,7 @@ class PPOLearner:
         token_kl = (old["logprobs"] - old["ref_logprobs"]) * mask
         seq_kl = token_kl.sum(1)
         baseline = scores.mean() if cfg.center_scores else torch.zeros((), device=scores.device)
-        scale = scores.std().clamp_min(SCORE_STD_FLOOR) if cfg.scale_scores and len(scores) > 1 else 1.0
-        rewards = kl_penalized_rewards((scores - baseline) / scale, old["logprobs"], old["ref_logprobs"], mask, kl_coef)
+        rewards = kl_penalized_rewards(scores - baseline, old["logprobs"], old["ref_logprobs"], mask, kl_coef)
         raw_rewards = rewards
         if cfg.whiten_rewards:
             rewards = masked_whiten(rewards, mask, shift_mean=False)
