@@ -187,10 +187,10 @@ class PPOConfig(Section):
         True, description="subtract the batch's mean score before the KL penalty and GAE (a baseline: a negative "
         "score offset with a still-untrained value head otherwise penalises the EOS token and lengthens responses)")
     score_scale: Literal["rm", "initial_rm"] = Field(
-        "rm", description="the units of the RM scores PPO sees: `rm`, each RM's own; `initial_rm`, every refit "
-        "RM's scores rescaled to the initial RM's spread (the std of its scores on the held-out pairs' "
-        "responses), so kl_coef weighs the same against every refit as against the initial RM (ours; a refit "
-        "on a narrow selection can spread its scores several times wider)")
+        "initial_rm", description="the units of the RM scores PPO sees: `initial_rm`, every refit RM's scores "
+        "rescaled to the initial RM's spread (the std of its scores on the held-out pairs' responses), so kl_coef "
+        "weighs the same against every refit as against the initial RM; `rm`, each RM's own (ours: FRFT's refits "
+        "spread their scores 4-6x wider than the initial RM, which let its KL run away; README)")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient L2-norm clipping")
 
 

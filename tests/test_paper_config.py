@@ -85,6 +85,7 @@ def _overrides(model_dir: Path, data_path: Path, port: int, cache_dir: Path) -> 
         "filter.budget=64", "filter.min_records=16", "filter.num_embedders=1", f"filter.cache_dir={cache_dir}",
         "reward.batch_size=16", "reward.num_workers=1", "reward.refit_epochs=1",
         "ppo.batch_size=8", "ppo.minibatch_size=4", "ppo.micro_batch_size=2", "ppo.epochs=1",  # micro-batches split
+        "ppo.score_scale=rm",  # the refit RM in its own units (the default, initial_rm, runs in the micro runs)
         "frft.alpha=1", "frft.steps_per_iteration=1",
         f"eval.num_prompts={EVAL_PROMPTS}", "eval.onpolicy_pairs=8",
         "serve.host=127.0.0.1", f"serve.port={port}", "serve.replicas=1", "serve.auth_token_file=null",
@@ -127,6 +128,7 @@ def test_paper_config_runs_end_to_end_on_cpu(ray_local, tmp_path, monkeypatch):
         assert set(summary["win_rate"]) >= {"frft_vs_vanilla", "frft_vs_sft", "vanilla_vs_sft"}
         assert summary["rm_records"]["vanilla"] > 0 and len(summary["rm_records"]["frft"]) == 1
         assert 0 < summary["rm_records"]["frft"][0] <= 64  # filter.budget
+        assert summary["score_scale"] == {"frft": [1.0]}  # ppo.score_scale=rm: PPO saw the refit RM's own scores
         assert summary["initial_rm"]["records"] > 0 and summary["initial_rm"]["heldout"] is not None
         base = json.loads((RUN_DIR / "metrics.jsonl").read_text().splitlines()[0])
         assert base["phase"] == "base" and base["base/overlap"] is False

@@ -24,7 +24,8 @@ ALL_ARMS = ("vanilla", "frft", "random_refit", "oracle")
 @pytest.fixture(scope="module")
 def micro_run(ray_local):
     """The micro config with every arm, listed out of order (they train vanilla, frft, random_refit, oracle),
-    with weights reaching the rollout workers over a gloo collective (auto would use the object store on CPUs)."""
+    with weights reaching the rollout workers over a gloo collective (auto would use the object store on CPUs)
+    (the refit RMs' scores reach PPO in the initial RM's units: ppo.score_scale=initial_rm, the default)."""
     run_dir = RUNS / "micro"
     shutil.rmtree(run_dir, ignore_errors=True)
     cfg = load_config("micro", ["frft.arms=[oracle, vanilla, frft, random_refit]", "rollout.weight_sync=collective"])
@@ -122,6 +123,37 @@ def test_rm_score_of_policy_samples_rose_over_ppo(micro_run):
     scores = s["rm_score"]["vanilla"]  # one fixed RM, so scores are comparable across steps
     k = max(1, len(scores) // 3)
     assert sum(scores[-k:]) / k > sum(scores[:k]) / k
+
+
+@pytest.mark.slow
+def test_refit_rms_reach_ppo_in_the_initial_rms_units(micro_run):
+    """ppo.score_scale=initial_rm (the default): PPO saw each refit RM's scores times (initial RM's spread / its own) on the
+    held-out responses, recomputed here from the checkpoints; vanilla's and the oracle's scores are untouched."""
+    from frft_ray.models import load_reward_checkpoint, score
+    from frft_ray.phases import SPREAD_PAIRS
+    from frft_ray.run_data import prepare_run_data
+
+    cfg, run_dir, s = micro_run
+    assert set(s["score_scale"]) == {"frft", "random_refit"}
+    pairs = prepare_run_data(cfg).heldout[:SPREAD_PAIRS]
+    prompts, responses = [p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs]
+
+    def spread(rm_dir):
+        rm = load_reward_checkpoint(rm_dir)
+        return score(rm.model, rm.tokenizer, prompts, responses, cfg.models.max_length).std(unbiased=False).item()
+
+    rm0 = spread(run_dir / "ckpt" / "rm-v0")
+    for arm in ("frft", "random_refit"):
+        want = [rm0 / spread(run_dir / "ckpt" / f"{arm}-iter-{it:03d}" / "rm") for it in range(1, cfg.frft.alpha + 1)]
+        assert s["score_scale"][arm] == pytest.approx(want, rel=1e-3)
+    assert any(abs(f - 1) > 0.01 for f in s["score_scale"]["frft"])  # the refits did change the RM's spread
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    seen = {}
+    for x in lines:
+        if "ppo/score_scale" in x:
+            seen.setdefault(x["arm"], {}).setdefault(x["iteration"], set()).add(x["ppo/score_scale"])
+    assert all(v == {1.0} for arm in ("vanilla", "oracle") for v in seen[arm].values())
+    assert [seen["frft"][it] for it in range(1, cfg.frft.alpha + 1)] == [{f} for f in s["score_scale"]["frft"]]
 
 
 @pytest.mark.slow
