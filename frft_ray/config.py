@@ -190,7 +190,7 @@ class PPOConfig(Section):
         "initial_rm", description="the units of the RM scores PPO sees: `initial_rm`, every refit RM's scores "
         "rescaled to the initial RM's spread (the std of its scores on the held-out pairs' responses), so kl_coef "
         "weighs the same against every refit as against the initial RM; `rm`, each RM's own (ours: FRFT's refits "
-        "spread their scores 4-6x wider than the initial RM, which let its KL run away; README)")
+        "spread their scores 4-7x wider than the initial RM on the policy's samples, which let its KL run away; README)")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient L2-norm clipping")
 
 
