@@ -119,13 +119,17 @@ class RunFolder:
         latest = read_latest(run_dir) if resume else None
         (run_dir / "ckpt").mkdir(parents=True, exist_ok=True)
         run_log = RunLog(run_dir)
-        dump_config(cfg, run_dir / "config.yaml")
-        state = latest[1] if latest else RunState()
-        metrics = MetricsLogger(run_dir)
-        if latest:
-            log.info("resuming from %s (%s)", latest[0].name, _where(state))
-        if resume:  # what an unfinished iteration logged before a crash is logged again when it reruns
-            metrics.keep_completed({arm: len(a.iterations) for arm, a in state.arms.items()})
+        try:
+            dump_config(cfg, run_dir / "config.yaml")
+            state = latest[1] if latest else RunState()
+            metrics = MetricsLogger(run_dir)
+            if latest:
+                log.info("resuming from %s (%s)", latest[0].name, _where(state))
+            if resume:  # what an unfinished iteration logged before a crash is logged again when it reruns
+                metrics.keep_completed({arm: len(a.iterations) for arm, a in state.arms.items()})
+        except BaseException:
+            run_log.close()  # a run that never opened leaves no handler behind
+            raise
         return cls(run_dir, state, metrics, run_log, wall_before=state.wall_s)
 
     def clock(self) -> float:

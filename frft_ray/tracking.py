@@ -33,7 +33,7 @@ class PhaseTimer:
 
 
 class RunLog:
-    """The run's `run.log`: every "frft_ray" log line at INFO and above from `open()` to `close()`,
+    """The run's `run.log`: every "frft_ray" log line at INFO and above from construction to `close()`,
     appended across resumes. The driver owns it, so runs started from the Python API or a sweep
     (several runs in one process) each log to their own folder only."""
 

@@ -81,3 +81,27 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path):
     with pytest.raises(TypeError):
         atomic_write_text(f, 12345)  # not text: fails mid-write
     assert f.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_each_run_folder_logs_to_its_own_run_log_and_lets_go_after(tmp_path):
+    """RunFolder owns run.log: lines logged while it is open land there, not after it closes, and the
+    next run's folder (a sweep's next cell, in the same process) does not write into the first's."""
+    import logging
+
+    from frft_ray.config import load_config
+    from frft_ray.driver import RunFolder
+
+    log = logging.getLogger("frft_ray")
+    handlers_before = list(log.handlers)
+    cfg = load_config("micro")
+    first = RunFolder.open(cfg, tmp_path / "a", resume=False)
+    log.info("line of run a")
+    first.close()
+    second = RunFolder.open(cfg, tmp_path / "b", resume=False)
+    log.info("line of run b")
+    second.close()
+    log.info("line of no run")
+    a, b = (tmp_path / "a" / "run.log").read_text(), (tmp_path / "b" / "run.log").read_text()
+    assert "line of run a" in a and "line of run b" not in a and "line of no run" not in a
+    assert "line of run b" in b and "line of run a" not in b and "line of no run" not in b
+    assert log.handlers == handlers_before
