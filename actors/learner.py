@@ -62,7 +62,6 @@ class LearnerActor(WeightSource):
         self._load_policy(policy_path)
         self.rm = self.rm_tok = None
         self.rm_version = -1
-        self.score_scale = 1.0
         self.version = 0
         return 0
 

@@ -157,14 +157,17 @@ def onpolicy_pairs(data: RunData, samples_a, samples_b) -> list:
 SPREAD_PAIRS = 256  # held-out pairs (both responses) on which an RM's score spread is measured
 
 
-def rm_score_spread(learner, data: RunData) -> float:
-    """The std of the learner's current RM's scores on a fixed reference set: both responses of the first
-    `SPREAD_PAIRS` held-out pairs (the pool's, when there are no held-out pairs). The same texts for
-    every RM of a run, so two RMs' spreads compare (ppo.score_scale=initial_rm)."""
+def spread_texts(data: RunData) -> tuple[list[str], list[str]]:
+    """(prompts, responses) an RM's score spread is measured on: both responses of the first `SPREAD_PAIRS`
+    held-out pairs (the pool's, when there are no held-out pairs), the same for every RM of a run."""
     pairs = (data.heldout or data.pool)[:SPREAD_PAIRS]
-    prompts = [p.prompt for p in pairs] * 2
-    responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    return float(np.std(ray.get(learner.score.remote(prompts, responses))))
+    return [p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs]
+
+
+def rm_score_spread(learner, data: RunData) -> float:
+    """The std of the learner's current RM's scores on `spread_texts(data)`, so two RMs' spreads compare
+    (ppo.score_scale=initial_rm)."""
+    return float(np.std(ray.get(learner.score.remote(*spread_texts(data)))))
 
 
 def rm_truth_accuracy(learner, data: RunData, samples_a, samples_b) -> dict:

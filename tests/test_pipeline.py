@@ -130,13 +130,12 @@ def test_refit_rms_reach_ppo_in_the_initial_rms_units(micro_run):
     """ppo.score_scale=initial_rm (the default): PPO saw each refit RM's scores times (initial RM's spread / its own) on the
     held-out responses, recomputed here from the checkpoints; vanilla's and the oracle's scores are untouched."""
     from frft_ray.models import load_reward_checkpoint, score
-    from frft_ray.phases import SPREAD_PAIRS
+    from frft_ray.phases import spread_texts
     from frft_ray.run_data import prepare_run_data
 
     cfg, run_dir, s = micro_run
     assert set(s["score_scale"]) == {"frft", "random_refit"}
-    pairs = prepare_run_data(cfg).heldout[:SPREAD_PAIRS]
-    prompts, responses = [p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    prompts, responses = spread_texts(prepare_run_data(cfg))
 
     def spread(rm_dir):
         rm = load_reward_checkpoint(rm_dir)
