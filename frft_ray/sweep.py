@@ -13,6 +13,10 @@ and a value is one `--set` override or a list of them. Cells are the product of 
 An axis named `seed` is what the report averages over (mean and 95% CI over seeds); every other
 axis labels a group. A cell is `OUT/<grid>/<axis>-<label>__...`, a normal run folder:
 - a cell whose `summary.json` exists is skipped (a finished run); one with a `latest` resumes;
+- a finished cell's summary.json and cell.json are copied to `ARCHIVE/<grid>/<cell>/` (the CLI's
+  `--archive`, docs/data/sweeps: committed, ~15 kB a cell). A cell found there counts as finished
+  even when its run folder is gone, so the report regenerates from a clean checkout and
+  `make report` there runs only the cells nobody has run;
 - SFT and the initial RM depend only on `base_key(cfg)` (seed, data, models, sft, the initial RM's
   settings, precision). The first cell with a key trains them and copies `ckpt/sft` and `ckpt/rm-v0`
   to `OUT/base-cache/<key>/`; later cells link them into their folder and start as a resume after
@@ -39,6 +43,7 @@ from frft_ray.run_state import LATEST, STATE_FILE, atomic_write_text, write_json
 log = logging.getLogger("frft_ray")
 
 SEED_AXIS = "seed"
+SUMMARY_FILE = "summary.json"
 CELL_FILE = "cell.json"  # what the runner knows of a cell: its axes, overrides, base reuse, wall time
 BASE_PARTS = ("sft", "rm-v0")  # the checkpoint folders a cell shares with cells of the same base_key
 
@@ -163,8 +168,27 @@ class CellResult:
     wall_s: float = 0.0
 
 
-def run_grid(grid: Grid, out: Path) -> list[CellResult]:
-    """Run every cell of `grid` under `out/<grid.name>/`, in order, skipping finished ones."""
+def finished_dir(grid: Grid, cell: Cell, out: Path, archive: Path | None) -> Path | None:
+    """Where the cell's finished summary lies: its run folder under `out`, else its copy in
+    `archive`; None when it has not finished."""
+    for root in (Path(out), archive):
+        if root is not None and (root / grid.name / cell.name / SUMMARY_FILE).exists():
+            return root / grid.name / cell.name
+    return None
+
+
+def archive_cell(cell_dir: Path, archive: Path, grid: Grid, cell: Cell) -> None:
+    """Copy a finished cell's summary.json and cell.json to `archive/<grid>/<cell>/`."""
+    dest = archive / grid.name / cell.name
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (SUMMARY_FILE, CELL_FILE):
+        if (cell_dir / name).exists():
+            atomic_write_text(dest / name, (cell_dir / name).read_text())
+
+
+def run_grid(grid: Grid, out: Path, archive: Path | None = None) -> list[CellResult]:
+    """Run every cell of `grid` under `out/<grid.name>/`, in order, skipping finished ones (in `out`
+    or in `archive`); each finished cell's summary is copied to `archive`."""
     import ray
 
     from frft_ray import driver, phases
@@ -174,9 +198,14 @@ def run_grid(grid: Grid, out: Path) -> list[CellResult]:
         for i, cell in enumerate(grid.cells, 1):
             cfg = grid.config(cell)
             cell_dir = (Path(out) / grid.name / cell.name).resolve()
-            if (cell_dir / "summary.json").exists():
-                log.info("sweep %s [%d/%d] %s: finished before, skipped", grid.name, i, len(grid.cells), cell.name)
-                results.append(CellResult(cell, cell_dir, "skipped"))
+            done = finished_dir(grid, cell, out, archive)
+            if done is not None:
+                where = "" if done == Path(out) / grid.name / cell.name else f" (its summary in {archive})"
+                log.info("sweep %s [%d/%d] %s: finished before%s, skipped", grid.name, i, len(grid.cells),
+                         cell.name, where)
+                if archive is not None and not where:
+                    archive_cell(cell_dir, archive, grid, cell)
+                results.append(CellResult(cell, done, "skipped"))
                 continue
             cache = Path(out).resolve() / "base-cache" / base_key(cfg)
             resume = (cell_dir / LATEST).exists()  # a cell stopped part way (a crash, Ctrl-C) continues
@@ -195,6 +224,8 @@ def run_grid(grid: Grid, out: Path) -> list[CellResult]:
             save_to_cache(cell_dir, cache)
             write_json(cell_dir / CELL_FILE, {"name": cell.name, "labels": cell.labels, "overrides": cell.overrides,
                                               "base": base, "base_key": cache.name, "wall_s": round(wall, 2)})
+            if archive is not None:
+                archive_cell(cell_dir, archive, grid, cell)
             results.append(CellResult(cell, cell_dir, "ran", base, wall))
     finally:
         if started:

@@ -16,7 +16,7 @@ import numpy as np
 
 from frft_ray.evaluation import mean_ci
 from frft_ray.summary import WIN_ORDER
-from frft_ray.sweep import CELL_FILE, Grid
+from frft_ray.sweep import CELL_FILE, SUMMARY_FILE, Grid, finished_dir
 
 ARM_ORDER = ("sft", *WIN_ORDER)
 
@@ -30,14 +30,15 @@ class Finished:
     cell: dict
 
 
-def collect(grid: Grid, out: Path) -> list[Finished]:
-    """The finished cells of `grid` under `out/<grid.name>/` (those with a summary.json)."""
+def collect(grid: Grid, out: Path, archive: Path | None = None) -> list[Finished]:
+    """The finished cells of `grid`: each one's summary from its run folder under `out/<grid.name>/`,
+    else from its copy under `archive/<grid.name>/`."""
     found = []
     for c in grid.cells:
-        d = Path(out) / grid.name / c.name
-        if (d / "summary.json").exists():
+        d = finished_dir(grid, c, out, archive)
+        if d is not None:
             meta = json.loads((d / CELL_FILE).read_text()) if (d / CELL_FILE).exists() else {}
-            found.append(Finished(c.group, json.loads((d / "summary.json").read_text()), meta))
+            found.append(Finished(c.group, json.loads((d / SUMMARY_FILE).read_text()), meta))
     return found
 
 
@@ -142,8 +143,13 @@ def _records_text(values: list) -> str:
     return f"{lo}" if lo == hi else f"{int(np.mean(vals))} ({lo}–{hi})"
 
 
+GRID_HEADING = "## Grid `"
+
+
 def write_results(sections: list[tuple[Grid, list[Finished]]], md_path: Path, img_dir: Path) -> Path:
-    """docs/results.md: one section per grid, with its plots under `img_dir` (linked relative to the page)."""
+    """docs/results.md: one section per grid, with its plots under `img_dir` (linked relative to the page).
+    The sections of these grids are written anew; those of other grids already on the page stay as
+    they are, in their place (a sweep of one grid updates its own section only)."""
     import os
 
     md_path, img_dir = Path(md_path), Path(img_dir)
@@ -155,6 +161,23 @@ def write_results(sections: list[tuple[Grid, list[Finished]]], md_path: Path, im
             "`make report` or `frft-ray sweep --grid FILE`. Each entry is mean ± half of the 95% interval over",
             "seeds (Student t), n = finished seeds; a win rate counts ties as one half. Peak gold and its KL",
             "come from the PPO rollout batches (KL(policy ‖ SFT) in nats per response).", ""]
-    body = [grid_section(g, cells, img_dir, img_rel) for g, cells in sections]
-    md_path.write_text("\n".join(head + body))
+    kept = _grid_sections(md_path.read_text()) if md_path.exists() else {}
+    for g, cells in sections:
+        kept[g.name] = grid_section(g, cells, img_dir, img_rel)
+    md_path.write_text("\n".join(head + list(kept.values())))
     return md_path
+
+
+def _grid_sections(md: str) -> dict[str, str]:
+    """The page's grid sections by grid name, in page order (each from its heading to the next)."""
+    found, name, lines = {}, None, []
+    for line in md.split("\n"):
+        if line.startswith(GRID_HEADING):
+            if name is not None:
+                found[name] = "\n".join(lines)
+            name, lines = line[len(GRID_HEADING):].split("`", 1)[0], []
+        if name is not None:
+            lines.append(line)
+    if name is not None:
+        found[name] = "\n".join(lines)
+    return found

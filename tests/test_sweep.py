@@ -83,13 +83,15 @@ def test_committed_grids_load():
 def test_sweep_runs_two_cells_shares_the_base_skips_on_rerun_and_writes_the_report(ray_local, capsys):
     from frft_ray.cli import main
 
-    out, docs = RUNS / "sweep", RUNS / "sweep-docs"
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.rmtree(docs, ignore_errors=True)
+    out, docs, archive = RUNS / "sweep", RUNS / "sweep-docs", RUNS / "sweep-archive"
+    for d in (out, docs, archive):
+        shutil.rmtree(d, ignore_errors=True)
     grid = _write_grid(out / "tiny.yaml", "base: micro\nset: [" + ", ".join(f'"{o}"' for o in TINY) + "]\n"
                        "axes:\n  kl: [ppo.kl_coef=0.05, ppo.kl_coef=0.2]\n")
-    argv = ["sweep", "--grid", str(grid), "--out", str(out), "--results", str(docs / "results.md"),
-            "--img-dir", str(docs / "img")]
+    other = "## Grid `other`\n\nAn earlier sweep's section, kept as it is.\n"
+    _write_grid(docs / "results.md", "# Results\n\n" + other)
+    argv = ["sweep", "--grid", str(grid), "--out", str(out), "--archive", str(archive),
+            "--results", str(docs / "results.md"), "--img-dir", str(docs / "img")]
     assert main(argv) == 0
     first = capsys.readouterr().out
     assert "cell tiny/kl-0.05: ran, SFT + initial RM trained" in first
@@ -115,3 +117,14 @@ def test_sweep_runs_two_cells_shares_the_base_skips_on_rerun_and_writes_the_repo
     assert "## Grid `tiny`" in md and "2 cells, 2 finished" in md
     assert "| kl=0.05 | vanilla |" in md and "| kl=0.2 | sft |" in md and "vanilla_vs_sft" in md
     assert (docs / "img" / "tiny-gold-vs-kl.png").stat().st_size > 5_000
+    assert other in md and md.index(other) < md.index("## Grid `tiny`")  # another grid's section stays, in its place
+
+    # each finished cell's summary is archived: with the run folders gone, the cells still count as
+    # finished (nothing runs) and the report is the same
+    for c in cells:
+        assert (archive / "tiny" / c.name / "summary.json").read_text() == (c / "summary.json").read_text()
+    shutil.rmtree(out / "tiny")
+    assert main(argv) == 0
+    third = capsys.readouterr().out
+    assert third.count(": skipped") == 2 and ": ran" not in third and not (out / "tiny").exists()
+    assert (docs / "results.md").read_text() == md
