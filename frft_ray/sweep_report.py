@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from frft_ray.evaluation import mean_ci
-from frft_ray.summary import WIN_ORDER
+from frft_ray.summary import PEAK_WINDOW, WIN_ORDER
 from frft_ray.sweep import CELL_FILE, SUMMARY_FILE, Grid, finished_dir
 
 ARM_ORDER = ("sft", *WIN_ORDER)
@@ -92,7 +92,7 @@ def grid_section(grid: Grid, cells: list[Finished], img_dir: Path, img_rel: str)
     groups = _groups(cells)
     judge = cells[0].summary["judge"]
     lines += [f"### Mean {judge} reward on held-out prompts, over seeds", "",
-              "| group | arm | mean reward | peak gold during PPO | KL at the peak | RM records (all refits) |",
+              f"| group | arm | mean reward | peak gold ({PEAK_WINDOW} PPO batches) | KL at the peak | RM records (all refits) |",
               "|---|---|---|---|---|---|"]
     for g, cs in groups.items():
         for arm in _arms(cs):
@@ -160,7 +160,10 @@ def write_results(sections: list[tuple[Grid, list[Finished]]], md_path: Path, im
             "Written by `frft-ray sweep` (frft_ray/sweep.py) from the cells' summary.json; regenerate with",
             "`make report` or `frft-ray sweep --grid FILE`. Each entry is mean ± half of the 95% interval over",
             "seeds (Student t), n = finished seeds; a win rate counts ties as one half. Peak gold and its KL",
-            "come from the PPO rollout batches (KL(policy ‖ SFT) in nats per response).", ""]
+            "come from the PPO rollout batches (KL(policy ‖ SFT) in nats per response): the best mean over",
+            f"{PEAK_WINDOW} consecutive batches (`summary.peak_gold`). Sections whose table says \"peak gold during",
+            "PPO\" were written before 2026-12-02 and show the single best batch instead, which the batches' noise",
+            "alone puts ~0.4 above the curve at demo size.", ""]
     kept = _grid_sections(md_path.read_text()) if md_path.exists() else {}
     for g, cells in sections:
         kept[g.name] = grid_section(g, cells, img_dir, img_rel)

@@ -5,9 +5,11 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from frft_ray.config import load_config
+from frft_ray.summary import PEAK_WINDOW
 
 RUNS = Path(os.environ["FRFT_TEST_RUNS"])
 
@@ -109,8 +111,12 @@ def test_over_optimisation_curves_and_peak_gold_per_arm(micro_run):
         assert len(c["kl"]) == len(c["gold"]) == steps
         # a sampled KL estimate (one batch can dip below 0): 0 at step 1, where the policy is SFT, then it drifts
         assert abs(c["kl"][0]) < 1e-3 and max(c["kl"]) > 0
-        p = s["peak_gold"][arm]
-        assert p["gold"] == max(c["gold"]) and p["kl"] == c["kl"][p["step"] - 1]
+        # the peak is the best mean over `window` consecutive batches, centred on `step`; `raw` the best batch
+        p, w = s["peak_gold"][arm], min(PEAK_WINDOW, steps)
+        lo = p["step"] - 1 - w // 2
+        assert p["window"] == w and p["raw"] == max(c["gold"])
+        assert p["gold"] == pytest.approx(np.mean(c["gold"][lo:lo + w])) and p["kl"] == pytest.approx(np.mean(c["kl"][lo:lo + w]))
+        assert p["gold"] == pytest.approx(max(np.mean(c["gold"][j:j + w]) for j in range(steps - w + 1)))
     # the oracle's PPO reward is the gold reward: its curve is the score it trained on
     assert s["curves"]["oracle"]["gold"] == pytest.approx(s["rm_score"]["oracle"], abs=1e-5)
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
