@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from frft_ray.evaluation import mean_ci
-from frft_ray.summary import PEAK_WINDOW, WIN_ORDER
+from frft_ray.summary import PEAK_WINDOW, WIN_ORDER, peak_gold
 from frft_ray.sweep import CELL_FILE, SUMMARY_FILE, Grid, finished_dir
 
 ARM_ORDER = ("sft", *WIN_ORDER)
@@ -96,7 +96,7 @@ def grid_section(grid: Grid, cells: list[Finished], img_dir: Path, img_rel: str)
               "|---|---|---|---|---|---|"]
     for g, cs in groups.items():
         for arm in _arms(cs):
-            peaks = [c.summary.get("peak_gold", {}).get(arm) for c in cs]
+            peaks = [peak_gold(c.summary.get("curves", {})).get(arm) for c in cs]  # from the curves: one definition
             lines.append(f"| {_group_name(g)} | {arm} | {ci_text([c.summary['gold_reward'].get(arm) for c in cs])} | "
                          f"{ci_text([p and p['gold'] for p in peaks])} | {ci_text([p and p['kl'] for p in peaks])} | "
                          f"{_records_text([_records(c.summary, arm) for c in cs]) if arm != 'sft' else '–'} |")
