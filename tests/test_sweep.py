@@ -128,3 +128,25 @@ def test_sweep_runs_two_cells_shares_the_base_skips_on_rerun_and_writes_the_repo
     third = capsys.readouterr().out
     assert third.count(": skipped") == 2 and ": ran" not in third and not (out / "tiny").exists()
     assert (docs / "results.md").read_text() == md
+
+
+def test_paired_differences_compare_groups_seed_by_seed():
+    """Two groups that differ on one axis: an arm's gold in the second minus the first, per shared seed."""
+    from frft_ray.sweep_report import Finished, _paired_lines
+
+    def cell(group, seed, frft, vanilla=None):
+        gold = {"sft": 0.9, "frft": frft} | ({"vanilla": vanilla} if vanilla is not None else {})
+        return Finished(group, {"gold_reward": gold}, {}, seed)
+
+    a = (("annotators", "uniform"), ("refit", "current"))
+    b = (("annotators", "uniform"), ("refit", "initial"))
+    c = (("annotators", "adversarial"), ("refit", "initial"))  # differs from a on two axes: not paired with it
+    groups = {a: [cell(a, "0", 0.2, -1.0), cell(a, "1", 0.5, -1.2), cell(a, "2", 0.1)],
+              b: [cell(b, "0", 0.7), cell(b, "1", 0.8)],  # no seed 2: only seeds 0 and 1 are paired
+              c: [cell(c, "0", 0.3)]}
+    lines = _paired_lines(groups)
+    rows = lines[lines.index("|---|---|---|---|") + 1:]
+    assert rows[0] == "| annotators=uniform | frft | refit: current → initial | 0.400 ± 1.271 (n=2) |"
+    assert rows[1] == "| refit=initial | frft | annotators: uniform → adversarial | -0.400 (n=1) |"  # b -> c
+    assert len(rows) == 2  # vanilla ran in one group only; sft is the same policy in every group
+    assert _paired_lines({a: groups[a]}) == []
