@@ -191,8 +191,8 @@ def write_results(sections: list[tuple[Grid, list[Finished]]], md_path: Path, im
             "seeds (Student t), n = finished seeds; a win rate counts ties as one half. Peak gold and its KL",
             "come from the PPO rollout batches (KL(policy ‖ SFT) in nats per response): the best mean over",
             f"{PEAK_WINDOW} consecutive batches (`summary.peak_gold`). Sections whose table says \"peak gold during",
-            "PPO\" were written before 2026-12-02 and show the single best batch instead, which the batches' noise",
-            "alone puts ~0.4 above the curve at demo size.", ""]
+            "PPO\" were written before 2026-12-02 and show the single best batch instead, 0.24-0.35 above the",
+            "5-batch peak on the first six demo-size curves measured both ways: mostly the batches' noise.", ""]
     kept = _grid_sections(md_path.read_text()) if md_path.exists() else {}
     for g, cells in sections:
         kept[g.name] = grid_section(g, cells, img_dir, img_rel)
