@@ -178,7 +178,8 @@ GRID_HEADING = "## Grid `"
 def write_results(sections: list[tuple[Grid, list[Finished]]], md_path: Path, img_dir: Path) -> Path:
     """docs/results.md: one section per grid, with its plots under `img_dir` (linked relative to the page).
     The sections of these grids are written anew; those of other grids already on the page stay as
-    they are, in their place (a sweep of one grid updates its own section only)."""
+    they are, in their place (a sweep of one grid updates its own section only), and so does the
+    section of a grid none of whose cells is found (its run folders and archive are elsewhere)."""
     import os
 
     md_path, img_dir = Path(md_path), Path(img_dir)
@@ -195,7 +196,8 @@ def write_results(sections: list[tuple[Grid, list[Finished]]], md_path: Path, im
             "5-batch peak on the first six demo-size curves measured both ways: mostly the batches' noise.", ""]
     kept = _grid_sections(md_path.read_text()) if md_path.exists() else {}
     for g, cells in sections:
-        kept[g.name] = grid_section(g, cells, img_dir, img_rel)
+        if cells or g.name not in kept:  # a grid with no finished cell here (a clean checkout) keeps its section
+            kept[g.name] = grid_section(g, cells, img_dir, img_rel)
     md_path.write_text("\n".join(head + list(kept.values())))
     return md_path
 

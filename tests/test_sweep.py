@@ -128,6 +128,10 @@ def test_sweep_runs_two_cells_shares_the_base_skips_on_rerun_and_writes_the_repo
     third = capsys.readouterr().out
     assert third.count(": skipped") == 2 and ": ran" not in third and not (out / "tiny").exists()
     assert (docs / "results.md").read_text() == md
+    # nothing of the grid found (another checkout): its section stays as it is, not "no cell has finished"
+    argv[argv.index("--archive") + 1] = str(archive / "elsewhere")
+    assert main(argv + ["--report-only"]) == 0
+    assert (docs / "results.md").read_text() == md
 
 
 def test_paired_differences_compare_groups_seed_by_seed():
