@@ -200,10 +200,10 @@ def run_grid(grid: Grid, out: Path, archive: Path | None = None) -> list[CellRes
             cell_dir = (Path(out) / grid.name / cell.name).resolve()
             done = finished_dir(grid, cell, out, archive)
             if done is not None:
-                where = "" if done == Path(out) / grid.name / cell.name else f" (its summary in {archive})"
+                here = done.resolve() == cell_dir  # its run folder is here, not only its archived summary
                 log.info("sweep %s [%d/%d] %s: finished before%s, skipped", grid.name, i, len(grid.cells),
-                         cell.name, where)
-                if archive is not None and not where:
+                         cell.name, "" if here else f" (its summary in {archive})")
+                if here and archive is not None:
                     archive_cell(cell_dir, archive, grid, cell)
                 results.append(CellResult(cell, done, "skipped"))
                 continue

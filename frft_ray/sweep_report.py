@@ -193,7 +193,7 @@ def write_results(sections: list[tuple[Grid, list[Finished]]], md_path: Path, im
             "come from the PPO rollout batches (KL(policy ‖ SFT) in nats per response): the best mean over",
             f"{PEAK_WINDOW} consecutive batches (`summary.peak_gold`). Sections whose table says \"peak gold during",
             "PPO\" were written before 2026-12-02 and show the single best batch instead, 0.24-0.35 above the",
-            "5-batch peak on the first six demo-size curves measured both ways: mostly the batches' noise.", ""]
+            f"{PEAK_WINDOW}-batch peak on the first six demo-size curves measured both ways: mostly the batches' noise.", ""]
     kept = _grid_sections(md_path.read_text()) if md_path.exists() else {}
     for g, cells in sections:
         if cells or g.name not in kept:  # a grid with no finished cell here (a clean checkout) keeps its section
