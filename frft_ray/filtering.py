@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -121,6 +121,7 @@ class Selection:
             "histogram": self.histogram,
             "source_mix": self.source_mix,
             "seconds": round(self.seconds, 4),
+            **self.extra,
         }
         if include_indices:
             d["indices"] = [int(i) for i in self.indices]
@@ -291,6 +292,24 @@ def best_scored(pairs: Sequence[PreferencePair], sel: Selection, k: int) -> Sele
     k = min(k, len(pairs))
     rows = np.argsort(-sel.scores, kind="stable")[:k]
     return finish(pairs, Ranked(rows, sel.scores, sel.strategy, "budget", None, k), t0)
+
+
+def mix_random(pairs: Sequence[PreferencePair], sel: Selection, share: float, seed: int = 0) -> Selection:
+    """`sel` with `share` of its pairs swapped for pool pairs drawn uniformly (seeded) from those it did
+    not select: its lowest-scored pairs go, so the refit's size stays (filter.random_share, ours). Part of
+    each refit then comes from off the policy's current distribution, against a feedback loop in which
+    the policy drifts, the filter follows it and the refit RM rewards the drift."""
+    t0 = time.perf_counter()
+    rest = np.setdiff1d(np.arange(len(pairs)), sel.indices)
+    k = min(int(round(share * sel.count)), len(rest))
+    if k == 0:
+        return sel
+    drawn = np.sort(np.random.default_rng(seed).choice(rest, size=k, replace=False))
+    indices = np.concatenate([sel.indices[: sel.count - k], drawn]).astype(np.int64)
+    mix = Counter(pairs[i].source for i in indices)
+    return replace(sel, indices=indices, source_mix=dict(mix.most_common()),
+                   seconds=sel.seconds + time.perf_counter() - t0,
+                   extra={**sel.extra, "random_share": share, "random_rows": int(k)})
 
 
 def with_min_records(pairs: Sequence[PreferencePair], sel: Selection, cfg: "FilterConfig", reselect) -> Selection:

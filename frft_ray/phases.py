@@ -110,9 +110,10 @@ class PoolEmbeddingCache:
 
 
 def select_for_refit(cfg: RunConfig, data: RunData, cache: PoolEmbeddingCache, samples, seed: int):
-    """The pairs an FRFT refit trains on: the pool pairs most like the policy's samples (`filter:`)."""
+    """The pairs an FRFT refit trains on: the pool pairs most like the policy's samples (`filter:`), with
+    `filter.random_share` of them swapped for random pool pairs."""
     from frft_ray.embedding import compose_text
-    from frft_ray.filtering import with_min_records
+    from frft_ray.filtering import mix_random, with_min_records
     from frft_ray.strategies import get_strategy
 
     f = cfg.filter
@@ -123,8 +124,9 @@ def select_for_refit(cfg: RunConfig, data: RunData, cache: PoolEmbeddingCache, s
         gen_prompt_emb = cache.embed(samples.prompts)
         gen_groups = np.array([distinct.index(p) for p in samples.prompts])
     sel = cache.select(gen_emb, gen_prompt_emb, f, seed, gen_groups)
-    return with_min_records(data.pool, sel, f, lambda topped: cache.select(gen_emb, gen_prompt_emb, topped, seed,
-                                                                           gen_groups))
+    sel = with_min_records(data.pool, sel, f, lambda topped: cache.select(gen_emb, gen_prompt_emb, topped, seed,
+                                                                          gen_groups))
+    return mix_random(data.pool, sel, f.random_share, seed) if f.random_share else sel
 
 
 def select_random(cfg: RunConfig, data: RunData, seed: int, budget: int | None = None):

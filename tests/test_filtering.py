@@ -11,7 +11,7 @@ from frft_ray.config import FilterConfig
 from frft_ray.data.records import PreferencePair
 from frft_ray.embedding import PoolEmbeddings
 import filter_reference
-from frft_ray.filtering import FilterError, per_generation_rows, select_pairs, with_min_records
+from frft_ray.filtering import FilterError, mix_random, per_generation_rows, select_pairs, with_min_records
 from frft_ray.strategies import similarity_strategies
 
 D = 16
@@ -143,6 +143,28 @@ def test_budget_keeps_the_top_k_best_first(big):
     assert set(sel.indices.tolist()) == set(np.argsort(-brute)[:50].tolist())
     assert np.all(np.diff(sel.scores[sel.indices]) <= 0)
     np.testing.assert_allclose(sel.scores, brute, atol=1e-5)
+
+
+def test_random_share_swaps_the_lowest_scored_pairs_for_unselected_random_ones(big):
+    """filter.random_share: the refit's size stays, its best (1 - share) stay in order, the rest are
+    distinct pool rows the filter did not pick, drawn by the seed; the report says how many."""
+    emb, gens, _, _ = big
+    pairs = pairs_for(500)
+    sel = run(emb, gens, strategy="chosen", selection="budget", budget=80)
+    mixed = mix_random(pairs, sel, 0.25, seed=3)
+    assert mixed.count == 80 and len(set(mixed.indices.tolist())) == 80
+    assert mixed.indices[:60].tolist() == sel.indices[:60].tolist()
+    drawn = mixed.indices[60:]
+    assert not set(drawn.tolist()) & set(sel.indices.tolist())
+    assert drawn.tolist() == mix_random(pairs, sel, 0.25, seed=3).indices[60:].tolist()
+    assert drawn.tolist() != mix_random(pairs, sel, 0.25, seed=4).indices[60:].tolist()
+    d = mixed.to_dict()
+    assert d["random_share"] == 0.25 and d["random_rows"] == 20 and sum(d["source_mix"].values()) == 80
+    assert mix_random(pairs, sel, 0.0) is sel and "random_rows" not in sel.to_dict()
+    every = run(emb, gens, strategy="chosen", selection="budget", budget=500)
+    assert mix_random(pairs, every, 0.5).indices.tolist() == every.indices.tolist()  # nothing left to draw
+    with pytest.raises(ValueError, match="random_share"):
+        FilterConfig(random_share=1.0)
 
 
 def test_threshold_and_budget_respect_both_limits(big):

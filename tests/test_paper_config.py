@@ -82,7 +82,7 @@ def _overrides(model_dir: Path, data_path: Path, port: int, cache_dir: Path) -> 
         "sft.batch_size=16",
         "rollout.engine=hf", "rollout.num_workers=1", "rollout.batch_size=16", "rollout.max_new_tokens=16",
         "rollout.filter_prompts=16",
-        "filter.budget=64", "filter.min_records=16", "filter.num_embedders=1", f"filter.cache_dir={cache_dir}",
+        "filter.budget=64", "filter.min_records=16", "filter.random_share=0.25", "filter.num_embedders=1", f"filter.cache_dir={cache_dir}",
         "reward.batch_size=16", "reward.num_workers=1", "reward.refit_epochs=1",
         "ppo.batch_size=8", "ppo.minibatch_size=4", "ppo.micro_batch_size=2", "ppo.epochs=1",  # micro-batches split
         "ppo.score_scale=rm",  # the refit RM in its own units (the default, initial_rm, runs in the micro runs)
@@ -128,6 +128,9 @@ def test_paper_config_runs_end_to_end_on_cpu(ray_local, tmp_path, monkeypatch):
         assert set(summary["win_rate"]) >= {"frft_vs_vanilla", "frft_vs_sft", "vanilla_vs_sft"}
         assert summary["rm_records"]["vanilla"] > 0 and len(summary["rm_records"]["frft"]) == 1
         assert 0 < summary["rm_records"]["frft"][0] <= 64  # filter.budget
+        sel = summary["selection"]["frft"][0]  # filter.random_share: a quarter of the refit is random pool pairs
+        assert sel["count"] == summary["rm_records"]["frft"][0] == sum(sel["source_mix"].values())
+        assert sel["random_share"] == 0.25 and sel["random_rows"] == round(0.25 * sel["count"]) > 0
         assert summary["score_scale"] == {"frft": [1.0]}  # ppo.score_scale=rm: PPO saw the refit RM's own scores
         assert summary["initial_rm"]["records"] > 0 and summary["initial_rm"]["heldout"] is not None
         base = json.loads((RUN_DIR / "metrics.jsonl").read_text().splitlines()[0])
