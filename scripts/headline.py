@@ -39,7 +39,7 @@ def per_seed(archive: Path) -> dict:
                 gold = {k.replace("frft", "frft_initial"): v for k, v in gold.items() if "frft" in k}
             if "share" in cell.labels:
                 gold = {k.replace("frft", f"frft_rs{cell.labels['share']}"): v for k, v in gold.items() if "frft" in k}
-            row.update(gold)
+            row.update({k: v for k, v in gold.items() if k not in row})  # SFT: the first grid's cell
     for seed, row in out["adversarial"].items():  # the oracle never reads a label: one run per seed
         for key in ("oracle", "oracle_vs_sft"):
             if key in row:
@@ -48,10 +48,9 @@ def per_seed(archive: Path) -> dict:
 
 
 def table(rows: dict) -> list[str]:
-    arms = ("sft", "vanilla", "frft", "frft_initial", "random_refit", "oracle", "frft_rs0.25", "frft_rs0.5")
+    arms = ("sft", "vanilla", "frft", "frft_initial", "random_refit", "oracle", "frft_rs0.25", "frft_rs0.0")
     pairs = (("frft", "sft"), ("frft", "vanilla"), ("frft", "random_refit"), ("frft_initial", "frft"),
-             ("frft_initial", "sft"), ("oracle", "sft"), ("frft_rs0.25", "frft"), ("frft_rs0.5", "frft"),
-             ("frft_rs0.25", "sft"), ("frft_rs0.5", "sft"))
+             ("frft_initial", "sft"), ("oracle", "sft"), ("frft_rs0.25", "frft_rs0.0"), ("frft_rs0.0", "frft"))
     lines = ["| preset | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
     diff_lines = ["| preset | " + " | ".join(f"{a} − {b}" for a, b in pairs) + " |", "|---" * (len(pairs) + 1) + "|"]
     for preset, seeds in rows.items():
@@ -59,7 +58,7 @@ def table(rows: dict) -> list[str]:
         diff_lines.append(f"| {preset} | " + " | ".join(
             ci_text([r[a] - r[b] for r in seeds.values() if a in r and b in r]) for a, b in pairs) + " |")
     wins = ("frft_vs_sft", "frft_vs_vanilla", "frft_initial_vs_sft", "vanilla_vs_sft", "random_refit_vs_sft",
-            "oracle_vs_sft", "frft_rs0.25_vs_sft", "frft_rs0.5_vs_sft")
+            "oracle_vs_sft", "frft_rs0.25_vs_sft", "frft_rs0.0_vs_sft")
     win_lines = ["| preset | " + " | ".join(wins) + " |", "|---" * (len(wins) + 1) + "|"]
     for preset, seeds in rows.items():
         win_lines.append(f"| {preset} | " + " | ".join(ci_text([r[k] for r in seeds.values() if k in r]) for k in wins) + " |")
