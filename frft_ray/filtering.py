@@ -300,8 +300,9 @@ def mix_random(pairs: Sequence[PreferencePair], sel: Selection, share: float, se
     each refit then comes from off the policy's current distribution, against a feedback loop in which
     the policy drifts, the filter follows it and the refit RM rewards the drift."""
     t0 = time.perf_counter()
-    rest = np.setdiff1d(np.arange(len(pairs)), sel.indices)
-    k = min(int(round(share * sel.count)), len(rest))
+    want = int(round(share * sel.count))
+    rest = np.setdiff1d(np.arange(len(pairs)), sel.indices) if want else np.empty(0, dtype=np.int64)
+    k = min(want, len(rest))
     if k == 0:
         return sel
     drawn = np.sort(np.random.default_rng(seed).choice(rest, size=k, replace=False))

@@ -126,7 +126,7 @@ def select_for_refit(cfg: RunConfig, data: RunData, cache: PoolEmbeddingCache, s
     sel = cache.select(gen_emb, gen_prompt_emb, f, seed, gen_groups)
     sel = with_min_records(data.pool, sel, f, lambda topped: cache.select(gen_emb, gen_prompt_emb, topped, seed,
                                                                           gen_groups))
-    return mix_random(data.pool, sel, f.random_share, seed) if f.random_share else sel
+    return mix_random(data.pool, sel, f.random_share, seed)
 
 
 def select_random(cfg: RunConfig, data: RunData, seed: int, budget: int | None = None):
