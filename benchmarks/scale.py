@@ -5,7 +5,7 @@ generations G, policy shape (random weights, GPT-2 configs). Phases, each with s
 memory (driver peak RSS over the phase; the receiving actor's RSS for the sync):
 
 - `load`:      `data.loading.load_preferences` of the pool written as an HH-RLHF `.jsonl.gz`;   grows with N
-- `embed_cold` / `embed_warm`: `embedding.cached_pool_embeddings` on an empty / filled cache. The
+- `embed_cold` / `embed_warm`: `embedding.cached_pool_embeddings` on an empty / filled cache (all three sides; a run embeds only its strategy's). The
                Sentence-BERT model embeds at most `cap` of the pool's texts (a seeded sample) and its
                time per text is multiplied by the pool's distinct texts; the cache machinery
                (fingerprint, dedup, write, memmap) runs in full on synthetic vectors.          N
@@ -105,15 +105,19 @@ def embed_rate(pairs, cap: int, device: str) -> dict:
 def embed_phases(pairs, cache: Path, rate: dict) -> tuple[list[dict], object]:
     from frft_ray.config import FilterConfig
     from frft_ray.embedding import cached_pool_embeddings
+    from frft_ray.strategies import POOL_PARTS
 
     cfg = FilterConfig(cache_dir=str(cache))
     distinct = []
+    # all three sides (what strategy prompt_matched reads; a run embeds only its strategy's sides, `chosen`
+    # alone by default), so the figures bound every strategy
     cold, s, peak = measured(lambda: cached_pool_embeddings(pairs, cfg, lambda t: (distinct.append(len(t)),
-                                                                                     synthetic_vectors(t))[1]))
+                                                                                     synthetic_vectors(t))[1],
+                                                            sides=POOL_PARTS))
     model_s = distinct[0] * rate["s_per_text"]
     size = sum(f.stat().st_size for f in cache.rglob("*.npy"))
     del cold
-    warm, ws, wpeak = measured(lambda: cached_pool_embeddings(pairs, cfg, None))
+    warm, ws, wpeak = measured(lambda: cached_pool_embeddings(pairs, cfg, None, sides=POOL_PARTS))
     n = len(pairs)
     return [row("embed_cold", "N", n, s + model_s, peak, cache_s=round(s, 3), model_s_extrapolated=round(model_s, 2),
                 distinct_texts=distinct[0], embedded_texts=rate["texts"], cache_gb=round(size / GB, 3)),
@@ -144,13 +148,14 @@ def pipeline(path: Path, cache: Path, g: int) -> dict:
     """Run in a fresh process: load + pool embeddings from the cache + selection; the process's peak RSS."""
     from frft_ray.config import FilterConfig
     from frft_ray.embedding import cached_pool_embeddings
+    from frft_ray.strategies import POOL_PARTS
     from frft_ray.filtering import select_pairs
 
     t = {}
     t0 = time.perf_counter()
     pairs = load(path)
     t["load_s"] = time.perf_counter() - t0
-    emb = cached_pool_embeddings(pairs, FilterConfig(cache_dir=str(cache)), synthetic_vectors)
+    emb = cached_pool_embeddings(pairs, FilterConfig(cache_dir=str(cache)), synthetic_vectors, sides=POOL_PARTS)
     t["embed_s"] = time.perf_counter() - t0 - t["load_s"]
     gen = np.random.default_rng(g).standard_normal((g, emb.dim), dtype=np.float32)
     cfg = FilterConfig(strategy="chosen", selection="per_generation", threshold=-1.0, min_records=0)

@@ -255,6 +255,10 @@ class ResourcesConfig(Section):
     object_store_memory_mb: int = Field(512, ge=80, description="object store of a local Ray instance, MiB")
     temp_dir: str = Field("/tmp/frft_ray", description="Ray temp/session folder of a local instance")
     torch_threads: int | None = Field(None, ge=1, description="torch threads in each actor (None: Ray's default)")
+    base_cache_dir: str | None = Field(
+        None, description="reuse SFT + the initial RM from an earlier run with the same seed, data, models, sft and "
+        "reward settings and the same code (frft_ray/base_cache.py), kept here; None: always train them (the demo "
+        "sets ~/.cache/frft_ray/bases)")
     overlap_base_models: Literal["auto"] | bool = Field(
         "auto", description="run SFT (on the learner) and the initial RM fit (on the RM trainer) side by side; auto: "
         "when both compute on GPUs, or when torch_threads x (1 + reward.num_workers) fits the cluster's CPUs "

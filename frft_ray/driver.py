@@ -22,7 +22,7 @@ import ray
 
 from actors.reward_trainer import RMFitJob
 from actors.rollout_pool import RolloutPool
-from frft_ray import phases
+from frft_ray import base_cache, phases
 from frft_ray.arm import ArmTrainer, arm_index, arms_of
 from frft_ray.config import RunConfig, dump_config
 from frft_ray.models import check_model_sources
@@ -61,6 +61,8 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict | None:
             # ---- 1. SFT and the initial RM (skipped on resume: they are in the checkpoint)
             if base:
                 train_base_models(cfg, data, run, workers, base_rm=base[1])
+                if cfg.resources.base_cache_dir:  # later runs with the same base settings start from here
+                    base_cache.save_to_cache(run.dir, base_cache.run_cache_entry(cfg))
 
             # ---- the run's RM endpoint serves the newest RM for the rest of the run (serve.enabled)
             endpoint = phases.start_serving(cfg, run.dir, run.state)
@@ -116,14 +118,15 @@ class RunFolder:
             return None
         if not resume and (run_dir / "latest").exists():
             raise FileExistsError(f"{run_dir} already holds a run; pass --resume {run_dir} or choose another --out")
-        latest = read_latest(run_dir) if resume else None
         (run_dir / "ckpt").mkdir(parents=True, exist_ok=True)
         run_log = RunLog(run_dir)
         try:
+            reused = not resume and base_cache.reuse_base(cfg, run_dir)  # resources.base_cache_dir
+            latest = read_latest(run_dir) if resume or reused else None
             dump_config(cfg, run_dir / "config.yaml")
             state = latest[1] if latest else RunState()
             metrics = MetricsLogger(run_dir)
-            if latest:
+            if resume and latest:
                 log.info("resuming from %s (%s)", latest[0].name, _where(state))
             if resume:  # what an unfinished iteration logged before a crash is logged again when it reruns
                 metrics.keep_completed({arm: len(a.iterations) for arm, a in state.arms.items()})

@@ -89,6 +89,7 @@ class RunState:
     rm_version: int = 0  # the newest RM version made in this run
     published: Published | None = None
     wall_s: float = 0.0  # the run's wall time so far, across resumes
+    base_from: str | None = None  # the base cache entry SFT and the initial RM were reused from (frft_ray/base_cache.py)
 
     @property
     def base_done(self) -> bool:

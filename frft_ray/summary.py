@@ -39,6 +39,7 @@ def build_summary(cfg: RunConfig, state: RunState, prompts: list[str], judged: d
         "timing_s": {k: round(v, 2) for k, v in state.timing.items()} | {"total": round(wall_s, 2)},
         "sft": state.sft,
         "initial_rm": dataclasses.asdict(state.rm0) if state.rm0 else {},
+        "base_from": state.base_from,  # SFT + initial RM reused from this cache entry (None: trained by this run)
         "config": cfg.model_dump(mode="json"),
     }
     if data_report is not None:

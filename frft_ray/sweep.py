@@ -25,27 +25,25 @@ axis labels a group. A cell is `OUT/<grid>/<axis>-<label>__...`, a normal run fo
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from frft_ray.base_cache import base_key, save_to_cache, seed_from_cache
 from frft_ray.config import ConfigError, RunConfig, load_config
-from frft_ray.run_state import LATEST, STATE_FILE, atomic_write_text, write_json
+from frft_ray.run_state import LATEST, atomic_write_text, write_json
 
 log = logging.getLogger("frft_ray")
 
 SEED_AXIS = "seed"
 SUMMARY_FILE = "summary.json"
 CELL_FILE = "cell.json"  # what the runner knows of a cell: its axes, overrides, base reuse, wall time
-BASE_PARTS = ("sft", "rm-v0")  # the checkpoint folders a cell shares with cells of the same base_key
 
 
 @dataclass
@@ -120,42 +118,6 @@ def _label(overrides: list[str]) -> str:
     return re.sub(r"[^A-Za-z0-9.+_-]+", "", text.replace(", ", "+").replace(",", "+")) or "x"
 
 
-# ---------------------------------------------------------------- shared SFT and initial RM
-
-
-def base_key(cfg: RunConfig) -> str:
-    """A hash of every setting SFT and the initial RM depend on (not the RL arms', filter's or refits')."""
-    d = cfg.model_dump(mode="json")
-    reward = {k: v for k, v in d["reward"].items() if not k.startswith("refit_")}
-    deps = {"seed": d["seed"], "data": d["data"], "models": d["models"], "sft": d["sft"], "reward": reward,
-            "precision": d.get("precision")}
-    return hashlib.sha256(json.dumps(deps, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def seed_from_cache(cell_dir: Path, cache: Path) -> None:
-    """Start a cell folder as a run stopped right after its initial RM: link the cached SFT policy
-    and RM in, and point `latest` at the RM folder, whose state says SFT and the initial RM are done."""
-    (cell_dir / "ckpt").mkdir(parents=True, exist_ok=True)
-    for part in BASE_PARTS:
-        link = cell_dir / "ckpt" / part
-        if not link.exists():
-            link.symlink_to(cache / part)
-    atomic_write_text(cell_dir / LATEST, "ckpt/rm-v0\n")
-
-
-def save_to_cache(cell_dir: Path, cache: Path) -> None:
-    """Copy a cell's SFT policy and initial RM (with the state written beside the RM) into the cache."""
-    if cache.exists() or not all((cell_dir / "ckpt" / p).is_dir() for p in BASE_PARTS):
-        return
-    tmp = cache.with_name(cache.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for part in BASE_PARTS:
-        shutil.copytree(cell_dir / "ckpt" / part, tmp / part, symlinks=False)
-    if not (tmp / "rm-v0" / STATE_FILE).exists():
-        raise FileNotFoundError(f"{cell_dir}/ckpt/rm-v0 has no {STATE_FILE}; it cannot seed other cells")
-    tmp.rename(cache)
-
-
 # ---------------------------------------------------------------- running
 
 
@@ -197,6 +159,7 @@ def run_grid(grid: Grid, out: Path, archive: Path | None = None) -> list[CellRes
     try:
         for i, cell in enumerate(grid.cells, 1):
             cfg = grid.config(cell)
+            cfg.resources.base_cache_dir = None  # the sweep's own cache (OUT/base-cache) serves its cells
             cell_dir = (Path(out) / grid.name / cell.name).resolve()
             done = finished_dir(grid, cell, out, archive)
             if done is not None:

@@ -95,25 +95,49 @@ def test_filter_with_real_embeddings_keeps_the_paraphrase_pairs(model, tmp_path)
 
 
 def test_cache_hit_skips_compute_and_returns_the_same_arrays(model, tmp_path):
-    cfg = FilterConfig(cache_dir=str(tmp_path))
+    cfg = FilterConfig(cache_dir=str(tmp_path))  # strategy `chosen`: only the chosen side is embedded at first
     compute = CountingCompute(model)
-    first = cached_pool_embeddings(make_pairs(), cfg, compute)
-    assert compute.calls == 1 and not first.from_cache
-    # Distinct texts only, in first-occurrence order: 4 chosen, 4 rejected, then 2 distinct prompts.
     pairs = make_pairs()
-    assert compute.texts[0] == [p.chosen for p in pairs] + [p.rejected for p in pairs] + [pairs[0].prompt, pairs[1].prompt]
-    second = cached_pool_embeddings(make_pairs(), cfg, compute)
-    assert compute.calls == 1 and second.from_cache
+    first = cached_pool_embeddings(pairs, cfg, compute)
+    assert compute.calls == 1 and not first.from_cache and first.loaded == ("chosen",)
+    assert compute.texts[0] == [p.chosen for p in pairs]
+    # another side is embedded when first read, and joins the same entry; several at once share one call
+    assert first.rejected.shape == (4, 384) and compute.calls == 2 and compute.texts[1] == [p.rejected for p in pairs]
+    second = cached_pool_embeddings(pairs, FilterConfig(cache_dir=str(tmp_path), strategy="prompt_matched", selection="budget"), compute)
+    # distinct texts only: the 4 prompts are 2 distinct ones
+    assert compute.calls == 3 and compute.texts[2] == [pairs[0].prompt, pairs[1].prompt]
+    assert second.loaded == ("chosen", "rejected", "prompt") and not second.from_cache
+    third = cached_pool_embeddings(pairs, FilterConfig(cache_dir=str(tmp_path), strategy="either"), compute)
+    assert compute.calls == 3 and third.from_cache
     for part in ("chosen", "rejected", "prompt"):
         np.testing.assert_array_equal(getattr(first, part), getattr(second, part))
-    assert first.chosen.shape == (4, 384)
+        np.testing.assert_array_equal(getattr(second, part), getattr(third, part))
+    assert compute.calls == 3
     np.testing.assert_allclose(first.prompt[0], first.prompt[2], atol=1e-6)  # same prompt text
 
-    (entry,) = [p for p in tmp_path.iterdir()]  # one entry, no temporary folders left behind
+    (entry,) = [p for p in tmp_path.iterdir()]  # one entry, no temporary files left behind
     assert sorted(f.name for f in entry.iterdir()) == ["chosen.npy", "meta.json", "prompt.npy", "rejected.npy"]
     meta = json.loads((entry / "meta.json").read_text())
     assert meta["n"] == 4 and meta["dim"] == 384 and meta["fingerprint"] == first.fingerprint
-    assert meta["model"] == model_identity("bundled") and meta["shapes"]["chosen"] == [4, 384]
+    assert meta["model"] == model_identity("bundled")
+
+
+def test_sides_embedded_together_share_their_distinct_texts(tmp_path):
+    """One call for the missing sides: a text that is chosen in one pair and rejected in another is embedded once."""
+    pairs = [PreferencePair("a", "Q:", "yes", "no", "s"), PreferencePair("b", "Q:", "no", "maybe", "s")]
+    calls = []
+    emb = cached_pool_embeddings(pairs, FilterConfig(cache_dir=str(tmp_path), strategy="both"),
+                                 lambda texts: (calls.append(list(texts)), seeded_vectors(texts))[1])
+    assert calls == [["yes", "no", "maybe"]]
+    np.testing.assert_array_equal(emb.chosen[1], emb.rejected[0])
+    with pytest.raises(EmbeddingError, match="not in the cache and no embedder"):
+        cached_pool_embeddings(pairs, FilterConfig(cache_dir=str(tmp_path), strategy="prompt_matched", selection="budget"), None)
+    import pickle
+
+    shipped = pickle.loads(pickle.dumps(emb))  # what ray.put sends to an embedder actor: the loaded sides, no loader
+    np.testing.assert_array_equal(shipped.rejected, emb.rejected)
+    with pytest.raises(EmbeddingError, match="side.*prompt.*not loaded"):
+        shipped.prompt
 
 
 def test_changed_pair_or_mode_changes_the_fingerprint_and_recomputes(model, tmp_path):
@@ -148,7 +172,7 @@ def test_broken_cache_entry_is_recomputed(model, tmp_path):
 
 def test_bad_inputs_fail_with_a_clear_error(tmp_path):
     cfg = FilterConfig(cache_dir=str(tmp_path))
-    with pytest.raises(EmbeddingError, match=r"compute_fn returned shape \(3, 8\) for 10 texts"):
+    with pytest.raises(EmbeddingError, match=r"compute_fn returned shape \(3, 8\) for 4 texts"):
         cached_pool_embeddings(make_pairs(), cfg, lambda texts: np.ones((3, 8)))
     with pytest.raises(EmbeddingError, match="empty preference pool"):
         cached_pool_embeddings([], cfg, lambda texts: np.ones((0, 8)))

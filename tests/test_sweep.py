@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from frft_ray.config import ConfigError, load_config
-from frft_ray.sweep import base_key, load_grid
+from frft_ray.base_cache import base_key
+from frft_ray.sweep import load_grid
 
 RUNS = Path(os.environ["FRFT_TEST_RUNS"])
 REPO = Path(__file__).resolve().parent.parent
