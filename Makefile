@@ -43,7 +43,7 @@ bench: setup
 
 # the multi-seed report: runs every grid's cells not yet finished (SFT + initial RM shared per seed),
 # then writes docs/results.md and docs/img/*.png; re-running skips finished cells
-GRIDS ?= configs/grids/seeds.yaml configs/grids/seeds_uniform.yaml configs/grids/headline.yaml configs/grids/strategy.yaml configs/grids/score_scale.yaml configs/grids/ablation.yaml configs/grids/demo_vs_sft.yaml configs/grids/refit_from.yaml configs/grids/baselines.yaml configs/grids/random_share.yaml
+GRIDS ?= configs/grids/seeds.yaml configs/grids/seeds_uniform.yaml configs/grids/headline.yaml configs/grids/strategy.yaml configs/grids/score_scale.yaml configs/grids/ablation.yaml configs/grids/demo_vs_sft.yaml configs/grids/refit_from.yaml configs/grids/baselines.yaml configs/grids/random_share.yaml configs/grids/refit_from_uniform.yaml
 report: setup
 	$(BIN)/frft-ray sweep $(foreach g,$(GRIDS),--grid $(g))
 

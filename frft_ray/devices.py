@@ -87,3 +87,21 @@ def describe(device: torch.device, dtype: torch.dtype) -> str:
     """'cuda:0/bf16', 'cpu/fp32': what a role reports about where it runs."""
     name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
     return f"{device}/{name}"
+
+
+def machine() -> dict:
+    """The machine this process runs on, for a run's summary: the same config on two CPU models can
+    differ in the last bits, and one run's numbers then differ by more than a rounding error."""
+    import platform
+
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "python": platform.python_version(),
+            "torch": torch.__version__, "transformers": transformers.__version__}

@@ -58,7 +58,7 @@ EMBED_MODES: tuple[str, ...] = ("response", "prompt_response")
 # pieces, which leaves room for the response. (Ours; the paper does not say.)
 PROMPT_TAIL_CHARS = 600
 
-CACHE_FORMAT = 2  # bump when the on-disk layout or text composition changes (2: one file per side, each embedded when first needed)
+CACHE_FORMAT = 2  # bump when the on-disk layout or text composition changes (2: one file per side)
 
 
 class EmbeddingError(ValueError):

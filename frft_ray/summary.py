@@ -12,6 +12,7 @@ import numpy as np
 
 from frft_ray.config import RunConfig
 from frft_ray.data.records import LoadReport
+from frft_ray.devices import machine
 from frft_ray.run_state import RunState
 
 WIN_ORDER = ("oracle", "frft", "random_refit", "vanilla")  # a pair's key names the earlier arm first
@@ -40,6 +41,7 @@ def build_summary(cfg: RunConfig, state: RunState, prompts: list[str], judged: d
         "sft": state.sft,
         "initial_rm": dataclasses.asdict(state.rm0) if state.rm0 else {},
         "base_from": state.base_from,  # SFT + initial RM reused from this cache entry (None: trained by this run)
+        "machine": machine(),  # the driver's: CPU model, cores, GPU, library versions
         "config": cfg.model_dump(mode="json"),
     }
     if data_report is not None:

@@ -102,8 +102,10 @@ def test_cache_hit_skips_compute_and_returns_the_same_arrays(model, tmp_path):
     assert compute.calls == 1 and not first.from_cache and first.loaded == ("chosen",)
     assert compute.texts[0] == [p.chosen for p in pairs]
     # another side is embedded when first read, and joins the same entry; several at once share one call
-    assert first.rejected.shape == (4, 384) and compute.calls == 2 and compute.texts[1] == [p.rejected for p in pairs]
-    second = cached_pool_embeddings(pairs, FilterConfig(cache_dir=str(tmp_path), strategy="prompt_matched", selection="budget"), compute)
+    assert first.rejected.shape == (4, 384) and compute.calls == 2
+    assert compute.texts[1] == [p.rejected for p in pairs]
+    matched = FilterConfig(cache_dir=str(tmp_path), strategy="prompt_matched", selection="budget")
+    second = cached_pool_embeddings(pairs, matched, compute)
     # distinct texts only: the 4 prompts are 2 distinct ones
     assert compute.calls == 3 and compute.texts[2] == [pairs[0].prompt, pairs[1].prompt]
     assert second.loaded == ("chosen", "rejected", "prompt") and not second.from_cache
@@ -130,8 +132,9 @@ def test_sides_embedded_together_share_their_distinct_texts(tmp_path):
                                  lambda texts: (calls.append(list(texts)), seeded_vectors(texts))[1])
     assert calls == [["yes", "no", "maybe"]]
     np.testing.assert_array_equal(emb.chosen[1], emb.rejected[0])
+    needs_prompts = FilterConfig(cache_dir=str(tmp_path), strategy="prompt_matched", selection="budget")
     with pytest.raises(EmbeddingError, match="not in the cache and no embedder"):
-        cached_pool_embeddings(pairs, FilterConfig(cache_dir=str(tmp_path), strategy="prompt_matched", selection="budget"), None)
+        cached_pool_embeddings(pairs, needs_prompts, None)
     import pickle
 
     shipped = pickle.loads(pickle.dumps(emb))  # what ray.put sends to an embedder actor: the loaded sides, no loader
