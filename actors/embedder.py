@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 import ray
-from ray.util import ActorPool
 
 from frft_ray.config import FilterConfig, RolePlacement
 from frft_ray.filtering import Ranked
@@ -43,14 +42,34 @@ class EmbedderActor:
         self.device = role_device(num_gpus, "embedder")
         self.model, self.batch_size = load_embedder(model_name, str(self.device)), batch_size
         self.pool_key, self.pool = None, None  # the ObjectRef the cached DevicePool came from
+        self.background = False  # whether this thread runs at idle priority (`embed(..., background=True)`)
 
     def ready(self) -> bool:
         return True
 
-    def embed(self, texts: list[str]) -> np.ndarray:
+    def embed(self, texts: list[str], background: bool = False) -> np.ndarray:
+        """`background`: a block embedded ahead of need (the pool, while SFT runs) computes at idle CPU
+        priority, so it takes only the cycles the other roles on this node leave unused."""
         from frft_ray.embedding import embed_texts
 
+        if self.device.type == "cpu" and background != self.background:
+            self._set_priority(background)
         return embed_texts(self.model, texts, self.batch_size)
+
+    def _set_priority(self, background: bool) -> None:
+        """Linux SCHED_IDLE for this thread while `background` (it runs only when nothing else on its
+        core is runnable: Ray starts every worker at nice 15, so nice 19 alone would still take ~30% of a
+        core from the learner); back to SCHED_OTHER after. Elsewhere, or if refused, it stays as it is."""
+        import os
+        import threading
+
+        policy = getattr(os, "SCHED_IDLE", None) if background else getattr(os, "SCHED_OTHER", None)
+        try:
+            if policy is not None:
+                os.sched_setscheduler(threading.get_native_id(), policy, os.sched_param(0))
+                self.background = background
+        except (OSError, AttributeError):
+            pass
 
     def rank(self, pool_box: list, n_pairs: int, gen_emb: np.ndarray, gen_prompt_emb: np.ndarray | None,
              cfg: FilterConfig, seed: int, gen_groups: np.ndarray | None) -> Ranked:
@@ -63,6 +82,16 @@ class EmbedderActor:
         if self.pool_key != ref.hex():
             self.pool_key, self.pool = ref.hex(), DevicePool(ray.get(ref), self.device)
         return rank_rows(n_pairs, self.pool, gen_emb, gen_prompt_emb, cfg, seed, gen_groups)
+
+
+class PendingEmbedding:
+    """Embeddings on their way from the actors: `result()` gathers them, in the input's order."""
+
+    def __init__(self, refs: list, inverse: np.ndarray):
+        self.refs, self.inverse = refs, inverse
+
+    def result(self) -> np.ndarray:
+        return np.concatenate(ray.get(self.refs)).astype(np.float32, copy=False)[self.inverse]
 
 
 class EmbedderPool:
@@ -80,14 +109,19 @@ class EmbedderPool:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embeddings [len(texts), dim], L2-normalised float32, row i for texts[i]."""
+        return self.submit(texts).result()
+
+    def submit(self, texts: list[str], background: bool = False) -> "PendingEmbedding":
+        """Start embedding `texts` (blocks dealt round-robin to the actors, each queued behind what its
+        actor already has) and return at once; `.result()` waits. `background`: at the lowest CPU priority."""
         from frft_ray.embedding import dedup_texts
 
         if not texts:
             raise ValueError("EmbedderPool.embed: no texts to embed")
         unique, inverse = dedup_texts(texts, sort=True)
         blocks = [unique[i : i + self.block] for i in range(0, len(unique), self.block)]
-        parts = ActorPool(self.actors).map(lambda actor, block: actor.embed.remote(block), blocks)
-        return np.concatenate(list(parts)).astype(np.float32, copy=False)[inverse]
+        n = len(self.actors)
+        return PendingEmbedding([self.actors[i % n].embed.remote(b, background) for i, b in enumerate(blocks)], inverse)
 
     def rank(self, pool_ref: ray.ObjectRef, n_pairs: int, gen_emb: np.ndarray, gen_prompt_emb: np.ndarray | None,
              cfg: FilterConfig, seed: int, gen_groups: np.ndarray | None = None) -> Ranked:

@@ -57,6 +57,9 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict | None:
             base = None if run.state.base_done else phases.build_base_checkpoints(cfg, data, run.dir / "ckpt")
             workers.start_policy(base[0] if base else run.dir / run.state.sft_path)
             run.state.add_timing(timer.totals)
+            filter_cache = phases.PoolEmbeddingCache(cfg, data.pool, workers.embedders)
+            if workers.embedders is not None and cfg.filter.embed_early:
+                filter_cache.prefetch()  # the pool's embeddings, while SFT, the initial RM and vanilla run
 
             # ---- 1. SFT and the initial RM (skipped on resume: they are in the checkpoint)
             if base:
@@ -68,7 +71,6 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict | None:
             endpoint = phases.start_serving(cfg, run.dir, run.state)
 
             # ---- 2. RL arms from the same SFT policy: vanilla, frft, random_refit (sized like frft's refits), oracle
-            filter_cache = phases.PoolEmbeddingCache(cfg, data.pool, workers.embedders)
             for arm in arms_of(cfg):
                 if run.state.arm(arm).done:
                     continue

@@ -271,12 +271,16 @@ def cache_key(fingerprint: str, model_id: str) -> str:
     return hashlib.sha256(f"{fingerprint}|{model_id}".encode()).hexdigest()[:32]
 
 
+def _distinct_texts(pairs: Sequence[PreferencePair], mode: EmbedMode,
+                    sides: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    return dedup_texts([t for s in sides for t in side_texts(pairs, mode, s)])
+
+
 def _compute(pairs: Sequence[PreferencePair], mode: EmbedMode, compute_fn: Callable | None,
              sides: Sequence[str] = POOL_PARTS) -> dict[str, np.ndarray]:
     """Embed every distinct text of these sides once (prompts and responses repeat across pairs and
     sides), then scatter back."""
-    columns = [side_texts(pairs, mode, s) for s in sides]
-    texts, inverse = dedup_texts([t for col in columns for t in col])
+    texts, inverse = _distinct_texts(pairs, mode, sides)
     if compute_fn is None:
         raise EmbeddingError(f"pool sides {list(sides)} are not in the cache and no embedder was given")
     emb = np.asarray(compute_fn(texts))
@@ -356,9 +360,16 @@ class _CacheLoader:
     def _meta(self) -> dict | None:
         return _read_meta(self.folder, self.fingerprint, self.model_id, len(self.pairs))
 
-    def __call__(self, names: Sequence[str]) -> tuple[dict[str, np.ndarray], list[str]]:
+    def _cached(self, names: Sequence[str]) -> dict[str, np.ndarray]:
         meta = self._meta()
-        out = {s: a for s in names if (a := _read_side(self.folder, s, meta)) is not None}
+        return {s: a for s in names if (a := _read_side(self.folder, s, meta)) is not None}
+
+    def missing(self, names: Sequence[str]) -> list[str]:
+        cached = self._cached(names)
+        return [s for s in names if s not in cached]
+
+    def __call__(self, names: Sequence[str]) -> tuple[dict[str, np.ndarray], list[str]]:
+        out = self._cached(names)
         missing = [s for s in names if s not in out]
         if missing:
             arrays = _compute(self.pairs, self.mode, self.compute_fn, missing)
@@ -376,6 +387,18 @@ def strategy_sides(cfg: "FilterConfig") -> tuple[str, ...]:
     """The pool sides `cfg.strategy` compares with the generations (plus the prompt side when it matches prompts)."""
     s = get_strategy(cfg.strategy)
     return s.sides + (("prompt",) if s.needs_prompt_embeddings else ())
+
+
+def texts_to_embed(pairs: Sequence[PreferencePair], cfg: "FilterConfig",
+                   sides: Sequence[str] | None = None) -> list[str]:
+    """What `cached_pool_embeddings(pairs, cfg, compute_fn, sides)` would pass to `compute_fn` now: the
+    distinct texts of the sides not in the cache ([] when all are), so a caller can start embedding
+    them early and hand the result over then (`phases.PoolEmbeddingCache.prefetch`)."""
+    if not pairs:
+        return []
+    loader = _CacheLoader(pairs, cfg, None, pool_fingerprint(pairs, cfg.embed), model_identity(cfg.embedding_model))
+    missing = loader.missing(strategy_sides(cfg) if sides is None else sides)
+    return _distinct_texts(pairs, cfg.embed, missing)[0] if missing else []
 
 
 def cached_pool_embeddings(

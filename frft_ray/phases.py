@@ -78,8 +78,23 @@ class PoolEmbeddingCache:
     def __init__(self, cfg: RunConfig, pool: list, embedders):
         self.cfg, self.pool, self.embedders, self._emb = cfg, pool, embedders, None
         self._local = self._ref = None
+        self._early = None  # (texts, PendingEmbedding) of the pool, started by `prefetch`
+
+    def prefetch(self) -> None:
+        """Start embedding what the pool's cache lacks (the strategy's sides) on the embedder actors now,
+        in the background, at the lowest CPU priority: they are idle until FRFT's first refit, which
+        then only collects the result. Nothing to do on a warm cache."""
+        from frft_ray.embedding import texts_to_embed
+
+        texts = texts_to_embed(self.pool, self.cfg.filter)
+        if texts:
+            log.info("embedding the pool's %d distinct texts in the background (filter.embed_early)", len(texts))
+            self._early = (texts, self.embedders.submit(texts, background=True))
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        if self._early is not None and texts == self._early[0]:  # the pool's texts, embedded by `prefetch`
+            early, self._early = self._early[1], None
+            return early.result()
         return self.embedders.embed(texts)  # the run's embedder actors (actors/embedder.py)
 
     def pool_embeddings(self):

@@ -91,3 +91,33 @@ def test_selection_on_the_embedder_gpu_equals_the_cpu_path(ray_local, tmp_path):
     for gpu, cpu in zip(via_gpu, local):
         assert gpu.indices.tolist() == cpu.indices.tolist()
         np.testing.assert_allclose(gpu.scores, cpu.scores, atol=1e-5)
+
+
+def test_the_pool_embedded_early_in_the_background_is_what_the_first_refit_reads(ray_local, tmp_path):
+    from actors.embedder import EmbedderPool
+    from frft_ray.config import config_from_dict
+    from frft_ray.embedding import cached_pool_embeddings, texts_to_embed
+    from frft_ray.phases import PoolEmbeddingCache
+
+    pairs, samples = _texts_and_pairs()
+    cfg = config_from_dict({"filter": {"cache_dir": str(tmp_path / "cache"), "num_embedders": 2, "embed_batch_size": 8},
+                            "placement": {"embedder": {"num_cpus": 0.25}}})
+    assert texts_to_embed(pairs, cfg.filter) == list(dict.fromkeys(p.chosen for p in pairs))  # strategy chosen
+    embedders = EmbedderPool(cfg.filter, cfg.placement.embedder)
+    try:
+        cache = PoolEmbeddingCache(cfg, pairs, embedders)
+        cache.prefetch()  # returns at once; the actors embed at the lowest CPU priority
+        gen = embedders.embed(samples)  # a foreground call after it, queued behind the pool's blocks
+        early = cache.pool_embeddings()  # collects what prefetch started
+        assert cache._early is None and not early.from_cache and early.loaded == ("chosen",)
+        assert texts_to_embed(pairs, cfg.filter) == []  # now in the cache: a later run has nothing to prefetch
+        warm = PoolEmbeddingCache(cfg, pairs, embedders)
+        warm.prefetch()
+        assert warm._early is None and warm.pool_embeddings().from_cache
+    finally:
+        embedders.shutdown()
+    model = load_embedder("bundled")
+    want = cached_pool_embeddings(pairs, cfg.filter.model_copy(update={"cache_dir": str(tmp_path / "other")}),
+                                  lambda texts: embed_texts(model, texts))
+    np.testing.assert_allclose(early.chosen, want.chosen, atol=1e-5)
+    np.testing.assert_allclose(gen, embed_texts(model, samples), atol=1e-5)
