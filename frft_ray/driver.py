@@ -58,7 +58,7 @@ def run(cfg: RunConfig, run_dir: Path, resume: bool = False) -> dict | None:
             workers.start_policy(base[0] if base else run.dir / run.state.sft_path)
             run.state.add_timing(timer.totals)
             filter_cache = phases.PoolEmbeddingCache(cfg, data.pool, workers.embedders)
-            if workers.embedders is not None and cfg.filter.embed_early:
+            if workers.embedders is not None and phases.embed_early(cfg):
                 filter_cache.prefetch()  # the pool's embeddings, while SFT, the initial RM and vanilla run
 
             # ---- 1. SFT and the initial RM (skipped on resume: they are in the checkpoint)

@@ -69,6 +69,12 @@ def overlap_base_models(cfg: RunConfig) -> bool:
 # ---------------------------------------------------------------- filtering
 
 
+def embed_early(cfg: RunConfig) -> bool:
+    """Whether the run embeds the pool from its start (`filter.embed_early`; auto: when the embedders have GPUs)."""
+    choice = cfg.filter.embed_early
+    return cfg.placement.embedder.num_gpus > 0 if choice == "auto" else bool(choice)
+
+
 class PoolEmbeddingCache:
     """Embeds the preference pool once per run (and once per dataset on disk, via the cache), and runs
     FRFT selection where `placement.embedder` says: on an embedder actor's GPU when it reserves GPUs

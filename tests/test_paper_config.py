@@ -83,6 +83,7 @@ def _overrides(model_dir: Path, data_path: Path, port: int, cache_dir: Path) -> 
         "rollout.engine=hf", "rollout.num_workers=1", "rollout.batch_size=16", "rollout.max_new_tokens=16",
         "rollout.filter_prompts=16",
         "filter.budget=64", "filter.min_records=16", "filter.random_share=0.25", "filter.num_embedders=1", f"filter.cache_dir={cache_dir}",
+        "filter.embed_early=true",  # on CPU (auto embeds early only on GPUs): the pool is embedded while SFT runs
         "reward.batch_size=16", "reward.num_workers=1", "reward.refit_epochs=1",
         "ppo.batch_size=8", "ppo.minibatch_size=4", "ppo.micro_batch_size=2", "ppo.epochs=1",  # micro-batches split
         "ppo.score_scale=rm",  # the refit RM in its own units (the default, initial_rm, runs in the micro runs)
@@ -133,6 +134,9 @@ def test_paper_config_runs_end_to_end_on_cpu(ray_local, tmp_path, monkeypatch):
         assert sel["random_share"] == 0.25 and sel["random_rows"] == round(0.25 * sel["count"]) > 0
         assert summary["score_scale"] == {"frft": [1.0]}  # ppo.score_scale=rm: PPO saw the refit RM's own scores
         assert summary["initial_rm"]["records"] > 0 and summary["initial_rm"]["heldout"] is not None
+        log_text = (RUN_DIR / "run.log").read_text()  # filter.embed_early: the pool was embedded from the start
+        assert "distinct texts in the background (filter.embed_early)" in log_text
+        assert log_text.index("in the background (filter.embed_early)") < log_text.index("SFT: ")
         base = json.loads((RUN_DIR / "metrics.jsonl").read_text().splitlines()[0])
         assert base["phase"] == "base" and base["base/overlap"] is False
         assert summary["data"]["records"] == 300 and summary["data"]["skipped"] == {"no_assistant_turn": 1}
