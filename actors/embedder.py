@@ -4,8 +4,10 @@ Each actor loads the model once (its device from `placement.embedder`: CUDA when
 embeds blocks of texts. `EmbedderPool.embed(texts)` de-duplicates the texts
 (`embedding.dedup_texts`: preference sets repeat many responses), deals the distinct ones out in
 blocks of `max(filter.embed_batch_size, 256)` across the actors, and scatters the rows back in input
-order. The distinct texts go in sorted order, so a block's composition does not depend on the
-caller's order. The actors start when the pool is built (model load ~7 s on 2 CPU cores), so a
+order (round-robin, each block queued on its actor; `submit` returns before they are done). The
+distinct texts go in sorted order, so a block's composition does not depend on the caller's order.
+A `background` pass (the pool embedded from the run's start, `filter.embed_early`) runs at idle CPU
+priority on each actor's thread. The actors start when the pool is built (model load ~7 s on 2 CPU cores), so a
 driver that builds it early overlaps that with other work; after that a pass costs its compute
 plus a few ms per block.
 

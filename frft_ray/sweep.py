@@ -26,7 +26,6 @@ axis labels a group. A cell is `OUT/<grid>/<axis>-<label>__...`, a normal run fo
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import re
 import time
