@@ -48,11 +48,12 @@ def test_a_second_run_reuses_the_first_runs_sft_and_initial_rm(ray_local, tmp_pa
     assert first["base_from"] is None and entry.name == f"{base_key(cfg)}-{code_fingerprint()}"
     assert "sft" in first["timing_s"] and "base" in first["timing_s"]
 
-    # another run with the same base settings (a different PPO learning rate) starts from the cached base
-    second = driver.run(load_config("micro", [*SMALL, f"resources.base_cache_dir={cache}", "ppo.lr=2e-5"]), second_dir)
+    # the same config again starts from the cached base, and ends where the run that trained it did
+    second = driver.run(cfg, second_dir)
     assert second["base_from"] == str(entry.resolve())
     assert second["sft"] == first["sft"] and second["initial_rm"] == first["initial_rm"]
-    assert second["gold_reward"]["sft"] == first["gold_reward"]["sft"]  # the same SFT policy, judged the same
+    assert second["gold_reward"] == first["gold_reward"]  # SFT and vanilla, bit for bit
+    assert second["curves"] == first["curves"]
     assert len(second["curves"]["vanilla"]["kl"]) == 2 and second["curves"]["vanilla"]["kl"][-1] > 0  # its own PPO ran
     assert not {"sft", "rm_fit", "base"} & set(second["timing_s"])  # it spent no time on them
     for part in ("sft", "rm-v0"):  # the run folder stands alone: no links out to the cache
