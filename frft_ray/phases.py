@@ -88,7 +88,7 @@ class PoolEmbeddingCache:
 
     def prefetch(self) -> None:
         """Start embedding what the pool's cache lacks (the strategy's sides) on the embedder actors now,
-        in the background, at the lowest CPU priority: they are idle until FRFT's first refit, which
+        in the background at idle CPU priority: they are idle until FRFT's first refit, which
         then only collects the result. Nothing to do on a warm cache."""
         from frft_ray.embedding import texts_to_embed
 
