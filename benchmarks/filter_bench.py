@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from frft_ray.config import FilterConfig  # noqa: E402
 from frft_ray.data.records import PreferencePair  # noqa: E402
-from frft_ray.embedding import PoolEmbeddings  # noqa: E402
+from frft_ray.pool_embeddings import PoolEmbeddings  # noqa: E402
 from frft_ray.filtering import select_pairs  # noqa: E402
 
 

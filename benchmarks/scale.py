@@ -5,7 +5,7 @@ generations G, policy shape (random weights, GPT-2 configs). Phases, each with s
 memory (driver peak RSS over the phase; the receiving actor's RSS for the sync):
 
 - `load`:      `data.loading.load_preferences` of the pool written as an HH-RLHF `.jsonl.gz`;   grows with N
-- `embed_cold` / `embed_warm`: `embedding.cached_pool_embeddings` on an empty / filled cache (all three sides; a run embeds only its strategy's). The
+- `embed_cold` / `embed_warm`: `pool_embeddings.cached_pool_embeddings` on an empty / filled cache (all three sides; a run embeds only its strategy's). The
                Sentence-BERT model embeds at most `cap` of the pool's texts (a seeded sample) and its
                time per text is multiplied by the pool's distinct texts; the cache machinery
                (fingerprint, dedup, write, memmap) runs in full on synthetic vectors.          N
@@ -104,7 +104,7 @@ def embed_rate(pairs, cap: int, device: str) -> dict:
 
 def embed_phases(pairs, cache: Path, rate: dict) -> tuple[list[dict], object]:
     from frft_ray.config import FilterConfig
-    from frft_ray.embedding import cached_pool_embeddings
+    from frft_ray.pool_embeddings import cached_pool_embeddings
     from frft_ray.strategies import POOL_PARTS
 
     cfg = FilterConfig(cache_dir=str(cache))
@@ -147,7 +147,7 @@ def row(phase: str, x_name: str, x: float, seconds: float, peak: float | None, *
 def pipeline(path: Path, cache: Path, g: int) -> dict:
     """Run in a fresh process: load + pool embeddings from the cache + selection; the process's peak RSS."""
     from frft_ray.config import FilterConfig
-    from frft_ray.embedding import cached_pool_embeddings
+    from frft_ray.pool_embeddings import cached_pool_embeddings
     from frft_ray.strategies import POOL_PARTS
     from frft_ray.filtering import select_pairs
 

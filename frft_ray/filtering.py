@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from frft_ray.data.records import PreferencePair
-from frft_ray.embedding import PoolEmbeddings
+from frft_ray.pool_embeddings import PoolEmbeddings
 from frft_ray.pool_scan import DevicePool, as_device_pool, per_generation
 from frft_ray.similarity import FilterError, unit_rows
 from frft_ray.strategies import Strategy, baselines, check_combination, get_strategy, pool_scores, similarity_strategies

@@ -90,7 +90,7 @@ class PoolEmbeddingCache:
         """Start embedding what the pool's cache lacks (the strategy's sides) on the embedder actors now,
         in the background at idle CPU priority: they are idle until FRFT's first refit, which
         then only collects the result. Nothing to do on a warm cache."""
-        from frft_ray.embedding import texts_to_embed
+        from frft_ray.pool_embeddings import texts_to_embed
 
         texts = texts_to_embed(self.pool, self.cfg.filter)
         if texts:
@@ -105,7 +105,7 @@ class PoolEmbeddingCache:
 
     def pool_embeddings(self):
         if self._emb is None:
-            from frft_ray.embedding import cached_pool_embeddings
+            from frft_ray.pool_embeddings import cached_pool_embeddings
 
             self._emb = cached_pool_embeddings(self.pool, self.cfg.filter, self.embed)
         return self._emb

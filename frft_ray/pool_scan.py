@@ -11,7 +11,7 @@ on a GPU.
 The same code runs in the driver on the CPU and in an embedder actor on its GPU
 (`placement.embedder.num_gpus > 0`, see actors/embedder.py); `DevicePool` holds the pool's sides on
 that device, validated and normalised once per run. On the CPU a side read from the embedding cache (a
-read-only memmap, see `embedding.cached_pool_embeddings`) is not copied whole: `HostSide` copies and
+read-only memmap, see `pool_embeddings.cached_pool_embeddings`) is not copied whole: `HostSide` copies and
 normalises one block of rows at a time as the scan reads it, so the driver holds the file's pages
 (shared with the page cache) plus one block, not a second normalised copy of the pool.
 """
@@ -28,7 +28,7 @@ import torch
 from frft_ray.similarity import FilterError
 
 if TYPE_CHECKING:
-    from frft_ray.embedding import PoolEmbeddings
+    from frft_ray.pool_embeddings import PoolEmbeddings
     from frft_ray.strategies import Strategy
 
 SAME_PROMPT_COS = 1.0 - 1e-5  # prompts this similar are the same prompt (float noise from batching)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from frft_ray.config import FilterConfig
-from frft_ray.embedding import PoolEmbeddings
+from frft_ray.pool_embeddings import PoolEmbeddings
 from frft_ray.similarity import unit_rows
 from frft_ray.strategies import get_strategy
 

@@ -96,7 +96,7 @@ def test_selection_on_the_embedder_gpu_equals_the_cpu_path(ray_local, tmp_path):
 def test_the_pool_embedded_early_in_the_background_is_what_the_first_refit_reads(ray_local, tmp_path):
     from actors.embedder import EmbedderPool
     from frft_ray.config import config_from_dict
-    from frft_ray.embedding import cached_pool_embeddings, texts_to_embed
+    from frft_ray.pool_embeddings import cached_pool_embeddings, texts_to_embed
     from frft_ray.phases import PoolEmbeddingCache
 
     pairs, samples = _texts_and_pairs()

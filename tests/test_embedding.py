@@ -9,17 +9,8 @@ import pytest
 
 from frft_ray.config import FilterConfig
 from frft_ray.data.records import PreferencePair
-from frft_ray.embedding import (
-    PoolEmbeddings,
-    EmbeddingError,
-    cached_pool_embeddings,
-    compose_text,
-    dedup_texts,
-    embed_texts,
-    load_embedder,
-    model_identity,
-    pool_fingerprint,
-)
+from frft_ray.embedding import EmbeddingError, compose_text, dedup_texts, embed_texts, load_embedder, model_identity
+from frft_ray.pool_embeddings import PoolEmbeddings, cached_pool_embeddings, pool_fingerprint
 from frft_ray.filtering import select_pairs
 from frft_ray.similarity import FilterError, normalise_rows, unit_rows
 
@@ -215,8 +206,9 @@ def test_one_row_normaliser_for_embeddings_and_filtering():
     with pytest.raises(FilterError, match="x contains NaN"):
         unit_rows(np.array([[np.nan, 1.0]]), "x")
     import frft_ray.embedding as embedding
+    import frft_ray.pool_embeddings as pool_embeddings  # the pool cache normalises with the shared helper
 
-    assert embedding.normalise_rows is normalise_rows and not hasattr(embedding, "_normalise")
+    assert pool_embeddings.normalise_rows is normalise_rows and not hasattr(embedding, "_normalise")
 
 
 def seeded_vectors(texts: list[str]) -> np.ndarray:

@@ -9,7 +9,7 @@ import pytest
 
 from frft_ray.config import FilterConfig
 from frft_ray.data.records import PreferencePair
-from frft_ray.embedding import PoolEmbeddings
+from frft_ray.pool_embeddings import PoolEmbeddings
 import filter_reference
 from frft_ray.filtering import FilterError, mix_random, per_generation_rows, select_pairs, with_min_records
 from frft_ray.strategies import similarity_strategies

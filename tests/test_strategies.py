@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from frft_ray import strategies
 from frft_ray.config import ConfigError, FilterConfig, config_from_dict
 from frft_ray.data.records import PreferencePair
-from frft_ray.embedding import PoolEmbeddings
+from frft_ray.pool_embeddings import PoolEmbeddings
 from frft_ray.filtering import FilterError, per_generation_rows, random_selection, select_pairs
 from frft_ray.strategies import REGISTRY, Strategy, check_combination, get_strategy, register, strategy_names
 from test_filtering import random_unit
