@@ -1,11 +1,14 @@
 """Our Ray Serve RM endpoint vs a plain FastAPI + uvicorn reward server, measured in the same run.
 
 Baseline (what OpenRLHF's remote RM server is): one FastAPI + uvicorn process, one /get_reward
-route, no batching across requests. Ours: the Serve app of `serve/` with `@serve.batch`, one
+route, no batching across requests. Ours: the Serve app of `serve/` (continuous batching), one
 replica, `ServeConfig` defaults. Same checkpoint, same `serve/scorer.py` functions, one torch
 thread each, same device and dtype (`frft_ray.devices.compute_dtype("auto", ...)`), same client
 (threads with `requests.Session`), same requests: one query per request at 1/16/64/256
-concurrent clients (how OpenRLHF's remote-RM client calls), then 16 queries per request.
+concurrent clients (how OpenRLHF's remote-RM client calls), then 16 queries per request. Each row
+runs `--rounds` times with the servers taking turns (this VM's speed drifts by tens of per cent in a
+minute); the table has each server's median round, the ratio's median and range, and each server
+process's CPU milliseconds per request.
 
 Ingress (`--ingress`): `direct` (the project's default, `frft_ray.env.SERVE_INGRESS_ENV`; clients
 call the replica's own port), `proxy` (Serve's HTTP proxy, Ray's default) or `haproxy`. Ray reads
@@ -180,9 +183,53 @@ def load(url: str, concurrency: int, per_client: int, batch: int = 1) -> dict:
             "errors": sum(e for _, e in results), "requests": len(lat)}
 
 
-def measure(url: str, plan) -> list[dict]:
-    load(url, 4, 5)  # warm up
-    return [load(url, c, n, b) for c, n, b in plan]
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used so far."""
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def replica_pid() -> int | None:
+    """Our single replica's process (Ray titles it ServeReplica:<app>:<deployment>); None without
+    psutil (a bare GPU node: the CPU column is then left out)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    for p in psutil.process_iter(["cmdline"]):
+        if any("ServeReplica:" in part for part in p.info["cmdline"] or []):
+            return p.pid
+    return None
+
+
+def load_with_cpu(url: str, pid: int | None, c: int, n: int, b: int) -> dict:
+    """`load`, plus the server process's CPU milliseconds per request (None without its pid)."""
+    c0 = cpu_seconds(pid) if pid else None
+    r = load(url, c, n, b)
+    r["cpu_ms"] = (cpu_seconds(pid) - c0) * 1000 / r["requests"] if pid else None
+    return r
+
+
+def measure_pair(base: tuple[str, int], ours: tuple[str, int | None], plan, rounds: int) -> list[tuple[dict, dict]]:
+    """Each row `rounds` times, the two servers taking turns (a VM whose speed drifts by tens of
+    per cent over a minute then moves both alike); per row, each server's median round by req/s,
+    with the ratio's range over rounds."""
+    load(base[0], 4, 5)  # warm up
+    load(ours[0], 4, 5)
+    out = []
+    for c, n, b in plan:
+        bs, os_ = [], []
+        for _ in range(rounds):
+            bs.append(load_with_cpu(base[0], base[1], c, n, b))
+            os_.append(load_with_cpu(ours[0], ours[1], c, n, b))
+        ratios = sorted(o["req_s"] / bb["req_s"] for o, bb in zip(os_, bs))
+        med = lambda rs: sorted(rs, key=lambda r: r["req_s"])[len(rs) // 2]  # noqa: E731
+        bm, om = med(bs), {**med(os_), "ratio_min": ratios[0], "ratio_max": ratios[-1],
+                           "ratio_median": ratios[len(ratios) // 2], "rounds": rounds}
+        out.append((bm, om))
+    return out
 
 
 # ---------------------------------------------------------------- main
@@ -199,15 +246,18 @@ def set_ingress_env(mode: str) -> None:
 
 
 def print_table(rows: list[dict]) -> None:
-    print("\n| RM | clients x queries/request | baseline req/s (queries/s) | ours req/s (queries/s) | ours/baseline "
-          "| baseline p50 / p99 ms | ours p50 / p99 ms | errors base / ours |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| RM | clients x queries/request | baseline req/s (queries/s) | ours req/s (queries/s) "
+          "| ours/baseline (range over rounds) | baseline p50 / p99 ms | ours p50 / p99 ms "
+          "| server CPU ms/request base / ours | errors base / ours |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         b, o = r["baseline"], r["ours"]
+        cpu = " / ".join("-" if x["cpu_ms"] is None else f"{x['cpu_ms']:.2f}" for x in (b, o))
         print(f"| {r['rm']} | {r['clients']} x {r['batch']} | {b['req_s']:.0f} ({b['queries_s']:.0f}) "
-              f"| {o['req_s']:.0f} ({o['queries_s']:.0f}) | {o['req_s'] / b['req_s']:.2f}x "
+              f"| {o['req_s']:.0f} ({o['queries_s']:.0f}) "
+              f"| {o['ratio_median']:.2f}x ({o['ratio_min']:.2f}-{o['ratio_max']:.2f}) "
               f"| {b['p50_ms']:.0f} / {b['p99_ms']:.0f} | {o['p50_ms']:.0f} / {o['p99_ms']:.0f} "
-              f"| {b['errors']} / {o['errors']} |")
+              f"| {cpu} | {b['errors']} / {o['errors']} |")
 
 
 def main() -> int:
@@ -217,7 +267,8 @@ def main() -> int:
     ap.add_argument("--device", default="cpu", help="device of both servers' RM: cpu or cuda (default cpu)")
     ap.add_argument("--rm-shape", nargs="+", choices=list(SHAPES), default=["tiny"],
                     help="RM trunk(s), random init; several are measured in turn, the endpoint hot-swapping")
-    ap.add_argument("--quick", action="store_true", help="fewer requests per client (< 2 min on a 2-core CPU)")
+    ap.add_argument("--quick", action="store_true", help="fewer requests per client, one round (< 2 min on a 2-core CPU)")
+    ap.add_argument("--rounds", type=int, help="times each row runs, the servers taking turns (default 3; --quick 1)")
     ap.add_argument("--batch-wait-s", type=float, help="our serve.batch_wait_timeout_s (default: ServeConfig's)")
     ap.add_argument("--out", help="also write the results as JSON here")
     ap.add_argument("--baseline-server", nargs=3, metavar=("CKPT", "PORT", "DEVICE"), help=argparse.SUPPRESS)
@@ -236,6 +287,7 @@ def main() -> int:
     from serve import launch
 
     plan = QUICK_PLAN if args.quick else PLAN
+    rounds = args.rounds or (1 if args.quick else 3)
     tmp = Path(tempfile.mkdtemp(prefix="frft_serve_bench_"))
     ckpts = {shape: build_model(tmp, shape) for shape in args.rm_shape}
     fwd = {shape: forward_ms(path, args.device, texts(1)[0]) for shape, path in ckpts.items()}
@@ -260,21 +312,22 @@ def main() -> int:
                 launch.wait_for_version(ours_url, v, timeout_s=300)
             base = start_baseline(ckpts[shape], args.device)
             try:
-                b = measure(f"http://127.0.0.1:{BASE_PORT}/get_reward", plan)
+                ours_pid = replica_pid()
+                pairs = measure_pair((f"http://127.0.0.1:{BASE_PORT}/get_reward", base.pid if ours_pid else None),
+                                     (f"{ours_url}/get_reward", ours_pid), plan, rounds)
             finally:
                 base.terminate()
                 base.wait(30)
-            o = measure(f"{ours_url}/get_reward", plan)
             label = f"{shape} ({fwd[shape]:.1f} ms)"
             rows += [{"rm": label, "clients": c, "batch": bq, "baseline": bb, "ours": oo}
-                     for (c, _, bq), bb, oo in zip(plan, b, o)]
+                     for (c, _, bq), (bb, oo) in zip(plan, pairs)]
     finally:
         serve.shutdown()
         ray.shutdown()
-    print(f"\ningress {args.ingress}, device {args.device}, {os.cpu_count()} CPUs")
+    print(f"\ningress {args.ingress}, device {args.device}, {os.cpu_count()} CPUs, {rounds} round(s) per row")
     print_table(rows)
     if args.out:
-        Path(args.out).write_text(json.dumps({"ingress": args.ingress, "device": args.device, "rows": rows}, indent=2))
+        Path(args.out).write_text(json.dumps({"ingress": args.ingress, "device": args.device, "rounds": rounds, "rows": rows}, indent=2))
     return 0
 
 

@@ -238,8 +238,11 @@ class ServeConfig(Section):
     replicas: int = Field(1, ge=1, description="Serve replicas (the minimum when autoscaling)")
     autoscale_max_replicas: int | None = Field(None, ge=1, description="autoscale up to this many; None: fixed")
     max_batch_size: int = Field(32, ge=1, description="most requests batched together, and sequences per RM forward")
-    batch_wait_timeout_s: float = Field(0.005, ge=0, description="seconds a batch waits to fill; 0 = no wait")
+    batch_wait_timeout_s: float = Field(0.0, ge=0, description="seconds a batch that is not full waits for more "
+                                        "requests once the model is free; 0 = take what queued during the last forward")
     max_ongoing_requests: int = Field(128, ge=1, description="requests in flight per replica before Serve queues")
+    access_log: bool = Field(False, description="one log line per request in the replica's Serve log (off: "
+                             "about 0.2 ms of CPU per request less; errors are logged either way)")
     max_items: int = Field(256, ge=1, description="most (prompt, response) items per request (more: HTTP 413)")
     max_text_chars: int = Field(8000, ge=1, description="longest prompt or response in characters (more: HTTP 413)")
     auth_token_env: str = Field("FRFT_RAY_TOKEN", description="env var with the bearer token; unset/empty: no auth")

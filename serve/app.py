@@ -4,9 +4,9 @@ Routes: POST /v1/score, POST /get_reward (OpenRLHF's remote-RM format), GET /hea
 with auth on, for load balancers), GET /v1/model.
 
 How it stays fast and consistent:
-- `@serve.batch` merges concurrent requests (one request = one unit, so a request is never
-  split across two model versions) and runs the forward in a worker thread, so the event loop
-  keeps accepting requests that form the next batch.
+- `serve.batcher.ContinuousBatcher` merges concurrent requests (one request = one unit, so a
+  request is never split across two model versions): a batch is what queued while the previous
+  forward ran, which runs in a worker thread so the event loop keeps accepting requests.
 - A daemon thread polls the version registry (`serve.versions`) and, when a newer version is
   published, loads it and replaces `self._snap` in one assignment. A batch reads `self._snap`
   once, so it scores with one version and reports that version. No replica restarts. A version
@@ -40,10 +40,9 @@ from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
-
-from serve.settings import ReplicaSettings
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serve.batcher import ContinuousBatcher
 from serve.schemas import (
     LimitError,
     NonFiniteScore,
@@ -58,6 +57,7 @@ from serve.schemas import (
     split_queries,
 )
 from serve.scorer import Snapshot, load_snapshot, score_pairs
+from serve.settings import ReplicaSettings
 from serve.versions import get_registry
 
 log = logging.getLogger("ray.serve")
@@ -129,19 +129,41 @@ def _token_ok(request: Request) -> bool:
     return hmac.compare_digest(got, want)
 
 
-@api.middleware("http")
-async def _guard(request: Request, call_next):
-    """Auth, then body size, before any parsing: an unauthenticated caller learns nothing else."""
-    if not _token_ok(request):
-        resp = _err(401, "unauthorized", "missing or wrong bearer token (send 'Authorization: Bearer <token>')")
-        resp.headers["WWW-Authenticate"] = "Bearer"
-        return resp
-    limit = api.state.max_body_bytes
-    if limit and request.method in ("POST", "PUT", "PATCH"):
-        refused = await _read_body_within(request, limit)
+class _Guard:
+    """Auth, then body size, before any parsing: an unauthenticated caller learns nothing else.
+
+    A plain ASGI middleware (starlette's `BaseHTTPMiddleware` runs every request through an extra
+    task group and stream pair). The body's bytes are counted as they arrive: a 413 as soon as
+    they pass the limit (at once when Content-Length says they will), else the route is handed the
+    body whole."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request = Request(scope)  # headers only; the body is read below
+        if not _token_ok(request):
+            resp = _err(401, "unauthorized", "missing or wrong bearer token (send 'Authorization: Bearer <token>')")
+            resp.headers["WWW-Authenticate"] = "Bearer"
+            return await resp(scope, receive, send)
+        limit = api.state.max_body_bytes
+        if not limit or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        refused, body = await _read_body_within(request, receive, limit)
         if refused is not None:
-            return refused
-    return await call_next(request)
+            return await refused(scope, receive, send)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:  # after the body: what the client sends next (a disconnect)
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
 
 
 def _too_large(what: str, limit: int) -> JSONResponse:
@@ -149,25 +171,31 @@ def _too_large(what: str, limit: int) -> JSONResponse:
                 "max_text_chars)", limit="max_body_bytes", max=limit)
 
 
-async def _read_body_within(request: Request, limit: int) -> JSONResponse | None:
-    """Read the body while counting its bytes: a 413 as soon as it passes `limit` (or at once when
-    Content-Length says it will), else None with the body kept for the route."""
+async def _read_body_within(request: Request, receive, limit: int) -> tuple[JSONResponse | None, bytes]:
+    """Read the body while counting its bytes: (a 413, b"") as soon as it passes `limit` (or at once
+    when Content-Length says it will), else (None, the body)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.strip().isdigit():
-            return _err(400, "bad_request", f"Content-Length {declared!r} is not a number of bytes")
+            return _err(400, "bad_request", f"Content-Length {declared!r} is not a number of bytes"), b""
         if int(declared) > limit:
-            return _too_large(f"request body of {int(declared)} bytes (Content-Length)", limit)
+            return _too_large(f"request body of {int(declared)} bytes (Content-Length)", limit), b""
     chunks, size = [], 0
-    async for chunk in request.stream():  # Serve's proxy may send no Content-Length: count as it arrives
+    while True:  # a proxy may send no Content-Length: count as it arrives
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            break
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            return _too_large(f"request body of more than {limit} bytes (refused after reading {size})", limit)
+            return _too_large(f"request body of more than {limit} bytes (refused after reading {size})", limit), b""
         chunks.append(chunk)
-    # starlette's middleware replays a body it finds on the request to the route (`_CachedRequest`);
-    # `Request.body()` stores it under the same name, which we cannot call once the stream is read
-    request._body = b"".join(chunks)
-    return None
+        if not message.get("more_body", False):
+            break
+    return None, b"".join(chunks)
+
+
+api.add_middleware(_Guard)
 
 
 def _sigmoid(x: float) -> float:
@@ -203,8 +231,7 @@ class RewardModelServer:
         self._wanted = cur["version"]  # the registry's newest version, as last seen
         self._last_error: str | None = None  # in full, for GET /v1/model (behind auth)
         self._health_error: str | None = None  # without paths, for the open GET /health
-        self._score_batch.set_max_batch_size(self._s.max_batch_size)
-        self._score_batch.set_batch_wait_timeout_s(self._s.batch_wait_timeout_s)
+        self._batcher = ContinuousBatcher(self._score_batch, self._s.max_batch_size, self._s.batch_wait_timeout_s)
         self._stop = threading.Event()
         self._swap_lock = threading.Lock()  # one load at a time: the poller's or a request's catch-up
         threading.Thread(target=self._follow_registry, name="rm-version-poller", daemon=True).start()
@@ -276,12 +303,12 @@ class RewardModelServer:
 
     # ---------------------------------------------------------------- scoring
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _score_batch(self, reqs: list[tuple[list[str], list[str]]]) -> list[tuple[list[float], int]]:
+    def _score_batch(self, reqs: list[tuple[list[str], list[str]]]) -> list[tuple[list[float], int]]:
+        """The batcher's function (in its worker thread): every request of a batch on one version."""
         snap = self._snap  # one version for the whole batch
         prompts = [p for ps, _ in reqs for p in ps]
         responses = [r for _, rs in reqs for r in rs]
-        flat = await asyncio.to_thread(score_pairs, snap, prompts, responses, self._s.max_batch_size)
+        flat = score_pairs(snap, prompts, responses, self._s.max_batch_size)
         out, i = [], 0
         for ps, _ in reqs:
             out.append((flat[i : i + len(ps)], snap.version))
@@ -297,7 +324,7 @@ class RewardModelServer:
         check_limits({"items.prompt": prompts, "items.response": responses}, len(prompts),
                      self._s.max_items, self._s.max_text_chars)
         await self._at_least(min_version)
-        scores, version = await self._score_batch((prompts, responses))
+        scores, version = await self._batcher.submit((prompts, responses))
         check_finite(scores, "items", version)
         return ScoreResponse(scores=scores, model_version=version)
 
@@ -307,7 +334,7 @@ class RewardModelServer:
                      self._s.max_items, self._s.max_text_chars)
         prompts, responses = split_queries(req.query, req.prompts)
         await self._at_least(min_version)
-        rewards, version = await self._score_batch((prompts, responses))
+        rewards, version = await self._batcher.submit((prompts, responses))
         check_finite(rewards, "query", version)
         return RewardResponse(
             rewards=rewards,
@@ -325,4 +352,5 @@ class RewardModelServer:
 
     @api.get("/v1/model")
     async def model_info(self) -> dict:
-        return {**self._snap.info(), "last_error": self._last_error, "checked_at": time.time()}
+        return {**self._snap.info(), "last_error": self._last_error, "checked_at": time.time(),
+                "batching": {"batches": self._batcher.batches, "requests": self._batcher.requests}}

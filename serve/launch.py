@@ -143,6 +143,7 @@ def start_server(
     options: dict = {
         "max_ongoing_requests": cfg.max_ongoing_requests,
         "ray_actor_options": placement.ray_options(),
+        "logging_config": {"enable_access_log": cfg.access_log},
     }
     if cfg.autoscale_max_replicas and cfg.autoscale_max_replicas > cfg.replicas:
         options["autoscaling_config"] = {

@@ -289,6 +289,7 @@ def test_hot_swap_under_load(server, ckpts):
                 failures.append(repr(e))
         return seen, failures
 
+    before = requests.get(URL + "/v1/model", timeout=10).json()["batching"]
     with cf.ThreadPoolExecutor(32) as pool:
         futs = [pool.submit(client, i) for i in range(32)]
         try:
@@ -312,7 +313,10 @@ def test_hot_swap_under_load(server, ckpts):
     after = post("/v1/score", {"items": [{"prompt": p, "response": q} for p, q in PAIRS]}).json()
     assert after["model_version"] == 3
     assert after["scores"] == pytest.approx(direct(ckpts[3], PAIRS), abs=1e-5)
-    assert json.loads(requests.get(URL + "/v1/model", timeout=10).text)["checkpoint"] == ckpts[3]
+    info = json.loads(requests.get(URL + "/v1/model", timeout=10).text)
+    assert info["checkpoint"] == ckpts[3]
+    batches, reqs = (info["batching"][k] - before[k] for k in ("batches", "requests"))
+    assert reqs > batches > 0, info["batching"]  # concurrent requests were merged into batches
 
 
 def test_bf16_snapshot_scores_like_fp32(ckpts):
