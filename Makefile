@@ -29,7 +29,7 @@ demo: setup
 # The whole suite. Tests that start their own Ray head (job submission) run in a separate
 # pytest process so they never share a machine-wide Ray with the session-scoped instance.
 test: setup
-	$(BIN)/python -m pytest -q -m "not jobs" --timeout=900
+	$(BIN)/python -m pytest -q -m "not jobs" --timeout=900 --durations=15
 	$(BIN)/python -m pytest -q -m "jobs" --timeout=900
 
 test-fast: setup
