@@ -212,6 +212,10 @@ def load_with_cpu(url: str, pid: int | None, c: int, n: int, b: int) -> dict:
     return r
 
 
+def median_round(rounds: list[dict]) -> dict:
+    return sorted(rounds, key=lambda r: r["req_s"])[len(rounds) // 2]
+
+
 def measure_pair(base: tuple[str, int], ours: tuple[str, int | None], plan, rounds: int) -> list[tuple[dict, dict]]:
     """Each row `rounds` times, the two servers taking turns (a VM whose speed drifts by tens of
     per cent over a minute then moves both alike); per row, each server's median round by req/s,
@@ -225,8 +229,7 @@ def measure_pair(base: tuple[str, int], ours: tuple[str, int | None], plan, roun
             bs.append(load_with_cpu(base[0], base[1], c, n, b))
             os_.append(load_with_cpu(ours[0], ours[1], c, n, b))
         ratios = sorted(o["req_s"] / bb["req_s"] for o, bb in zip(os_, bs))
-        med = lambda rs: sorted(rs, key=lambda r: r["req_s"])[len(rs) // 2]  # noqa: E731
-        bm, om = med(bs), {**med(os_), "ratio_min": ratios[0], "ratio_max": ratios[-1],
+        bm, om = median_round(bs), {**median_round(os_), "ratio_min": ratios[0], "ratio_max": ratios[-1],
                            "ratio_median": ratios[len(ratios) // 2], "rounds": rounds}
         out.append((bm, om))
     return out

@@ -11,7 +11,7 @@ keep them in step with this file.
   the driver's log). The CLI leaves tqdm alone so `frft-ray data stats` can show its progress.
 - `SERVE_INGRESS_ENV`: Ray Serve's direct ingress (each RM replica answers HTTP on its own port, no
   proxy hop) and its throughput preset (the replica runs our code on its own event loop instead of
-  a second thread's, with buffered request logs); docs/serve.md. Ray reads it once per process, when Serve's processes start, so it is
+  a second thread's), with replica log lines written as they come; docs/serve.md. Ray reads it once per process, when Serve's processes start, so it is
   set before every `ray.init` that starts a local instance; a cluster needs it at `ray start`.
 """
 
@@ -29,9 +29,12 @@ OFFLINE_ENV: dict[str, str] = {
 ACTOR_ENV: dict[str, str] = {**OFFLINE_ENV, "TQDM_DISABLE": "1"}
 SERVE_INGRESS_ENV: dict[str, str] = {
     "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
-    # Ray's preset: user code on the replica's own loop (one thread hop less per request), request
-    # logs buffered, replica logs to their files only (not stderr); docs/serve.md has the numbers
+    # Ray's preset: user code on the replica's own loop (one thread hop less per request), replica
+    # logs to their files only (not stderr); docs/serve.md has the numbers
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    # ...but the preset also holds replica log lines until 1,000 pile up (flushing only on errors);
+    # with the access log off (serve.access_log) that buys nothing and hides the hot-swap lines
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
     # a stopping replica keeps its port open this long for load balancers (Ray's default: 30 s);
     # a local instance has none in front, and 30 s would stall every shutdown
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",

@@ -11,6 +11,7 @@ import math
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -47,7 +48,9 @@ def server(ckpts, ray_local):  # the session's shared local Ray instance (tests/
     cfg = ServeConfig(port=PORT, max_items=8, max_text_chars=200, max_batch_size=16)
     url = launch.start_server(cfg, ckpts[1])
     os.environ["FRFT_TEST_TOKEN"] = TOKEN
-    auth_url = launch.start_server(cfg.model_copy(update={"auth_token_env": "FRFT_TEST_TOKEN"}), ckpts[1],
+    # the auth app also runs the non-default batching linger and access log end to end
+    auth_cfg = cfg.model_copy(update={"auth_token_env": "FRFT_TEST_TOKEN", "batch_wait_timeout_s": 0.01, "access_log": True})
+    auth_url = launch.start_server(auth_cfg, ckpts[1],
                                    app_name="frft_rm_auth", route_prefix="/auth", precision="bf16")
     yield url, auth_url
     launch.stop_server()
@@ -182,6 +185,13 @@ def test_auth(server):
     info = requests.get(auth_url + "/v1/model", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).json()
     assert info["device"] == "cpu/bf16"  # this app was started with precision bf16: it reached the replica
     assert post("/v1/score", body).status_code == 200  # the other app has auth off
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "serve"
+    deadline = time.monotonic() + 10
+    while not any("/auth/v1/score" in f.read_text() for f in logs.glob("replica_frft_rm_auth_RewardModel_*.log")):
+        assert time.monotonic() < deadline, "no access-log line for the auth app (serve.access_log: true)"
+        time.sleep(0.2)
+    plain = "".join(f.read_text() for f in logs.glob(f"replica_{launch.APP_NAME}_RewardModel_*.log"))
+    assert "/v1/score" not in plain  # access_log defaults to off
 
 
 # ---- the same, straight on each replica's own port: Serve's direct ingress, the default on Ray instances

@@ -60,7 +60,7 @@ def test_requests_that_queue_during_a_forward_form_the_next_batch():
 
 def test_linger_waits_for_more_requests():
     fn = Recorder()
-    b = ContinuousBatcher(fn, max_batch_size=8, linger_s=0.2)
+    b = ContinuousBatcher(fn, max_batch_size=8, linger_s=0.5)
 
     async def go():
         first = asyncio.ensure_future(b.submit(1))
