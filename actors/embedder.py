@@ -1,7 +1,8 @@
 """The embedder role: `filter.num_embedders` Sentence-BERT actors kept for the whole run.
 
 Each actor loads the model once (its device from `placement.embedder`: CUDA when it has GPUs) and
-embeds blocks of texts. `EmbedderPool.embed(texts)` de-duplicates the texts
+embeds blocks of texts, in the dtype `filter.embed_precision` resolves to (`devices.embed_dtype`,
+once for all actors, in the driver; the pool cache's key names it). `EmbedderPool.embed(texts)` de-duplicates the texts
 (`embedding.dedup_texts`: preference sets repeat many responses), deals the distinct ones out in
 blocks of `max(filter.embed_batch_size, 256)` across the actors, and scatters the rows back in input
 order (round-robin, each block queued on its actor; `submit` returns before they are done). The
@@ -24,30 +25,40 @@ does not have. The texts of one pass fit in the driver, so a plain actor pool do
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import ray
 
 from frft_ray.config import FilterConfig, RolePlacement
 from frft_ray.filtering import Ranked
 
+log = logging.getLogger("frft_ray")
+
 
 @ray.remote
 class EmbedderActor:
-    def __init__(self, model_name: str, batch_size: int, num_gpus: float):
+    def __init__(self, model_name: str, batch_size: int, num_gpus: float, precision: str):
         from actors.common import setup_process
 
         setup_process(None)  # offline env; torch threads as Ray gives them (one per reserved CPU)
+        import torch
+
         from frft_ray.devices import role_device
         from frft_ray.embedding import load_embedder
 
-        # fp32 whatever the run's precision: fp16 MiniLM measured slower than fp32 on an H200
+        # `precision` comes resolved from the driver (EmbedderPool): the pool cache's key names it
         self.device = role_device(num_gpus, "embedder")
+        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
         self.model, self.batch_size = load_embedder(model_name, str(self.device)), batch_size
         self.pool_key, self.pool = None, None  # the ObjectRef the cached DevicePool came from
         self.background = False  # whether this thread runs at idle priority (`embed(..., background=True)`)
 
-    def ready(self) -> bool:
-        return True
+    def ready(self) -> str:
+        """Where this actor embeds: 'cpu/bf16', 'cuda:0/fp32'."""
+        from frft_ray.devices import describe
+
+        return describe(self.device, self.dtype)
 
     def embed(self, texts: list[str], background: bool = False) -> np.ndarray:
         """`background`: a block embedded ahead of need (the pool, while SFT runs) computes at idle CPU
@@ -56,7 +67,7 @@ class EmbedderActor:
 
         if self.device.type == "cpu" and background != self.background:
             self._set_priority(background)
-        return embed_texts(self.model, texts, self.batch_size)
+        return embed_texts(self.model, texts, self.batch_size, self.dtype)
 
     def _set_priority(self, background: bool) -> None:
         """Linux SCHED_IDLE for this thread while `background` (it runs only when nothing else on its
@@ -100,14 +111,20 @@ class EmbedderPool:
     """Start with the run's `filter:` section and `placement.embedder`; `shutdown()` at the end."""
 
     def __init__(self, cfg: FilterConfig, placement: RolePlacement):
+        from frft_ray.devices import dtype_name, embed_dtype
+
         self.block = max(cfg.embed_batch_size, 256)
-        self.actors = [EmbedderActor.options(**placement.ray_options()).remote(cfg.embedding_model,
-                                                                              cfg.embed_batch_size, placement.num_gpus)
-                       for _ in range(cfg.num_embedders)]
+        # resolved once, here (on the driver's CPU for `auto`), so every actor and the cache key agree
+        self.setting, self.precision = cfg.embed_precision, dtype_name(embed_dtype(cfg.embed_precision, placement.num_gpus > 0))
+        self.actors = [EmbedderActor.options(**placement.ray_options()).remote(
+            cfg.embedding_model, cfg.embed_batch_size, placement.num_gpus, self.precision)
+            for _ in range(cfg.num_embedders)]
 
     def wait_ready(self) -> None:
-        """Block until every actor has loaded its model (it raises here if one could not)."""
-        ray.get([a.ready.remote() for a in self.actors])
+        """Block until every actor has loaded its model (it raises here if one could not); logs where they embed."""
+        where = ray.get([a.ready.remote() for a in self.actors])
+        log.info("embedders: %d x %s (filter.embed_precision=%s)", len(where), ", ".join(sorted(set(where))),
+                 self.setting)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embeddings [len(texts), dim], L2-normalised float32, row i for texts[i]."""

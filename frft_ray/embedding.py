@@ -29,6 +29,7 @@ from frft_ray.data.records import PreferencePair
 from frft_ray.strategies import POOL_PARTS
 
 if TYPE_CHECKING:  # sentence_transformers costs ~4 s to import; only load it when embedding
+    import torch
     from sentence_transformers import SentenceTransformer
 
 EmbedMode = Literal["response", "prompt_response"]
@@ -91,14 +92,30 @@ def model_identity(name: str = "bundled") -> str:
     return f"sha256:{h.hexdigest()}"
 
 
-def embed_texts(model: "SentenceTransformer", texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
-    """Embed `texts` into L2-normalised float32 rows, shape (len(texts), dim)."""
+def embedder_identity(name: str = "bundled", precision: str = "fp32") -> str:
+    """`model_identity` plus the dtype the embeddings were computed in (`filter.embed_precision`
+    resolved: 'fp32' or 'bf16'), for the pool cache's key: bf16 rows differ from fp32 ones in the
+    last bits, so the two never share an entry. fp32 keeps the bare model identity."""
+    ident = model_identity(name)
+    return ident if precision == "fp32" else f"{ident}|{precision}"
+
+
+def embed_texts(model: "SentenceTransformer", texts: Sequence[str], batch_size: int = 128,
+                dtype: "torch.dtype | None" = None) -> np.ndarray:
+    """Embed `texts` into L2-normalised float32 rows, shape (len(texts), dim). `dtype`: the forward
+    under autocast to it (bf16: `filter.embed_precision`); None or fp32: plain fp32."""
+    import contextlib
+
+    import torch
+
     texts = [str(t) for t in texts]
     if not texts:
         return np.zeros((0, model.get_embedding_dimension() or 0), dtype=np.float32)
-    out = model.encode(
-        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-    )
+    lower = dtype is not None and dtype != torch.float32
+    with torch.autocast(model.device.type, dtype=dtype) if lower else contextlib.nullcontext():
+        out = model.encode(
+            texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
     return np.ascontiguousarray(out, dtype=np.float32)
 
 

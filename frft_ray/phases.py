@@ -83,6 +83,7 @@ class PoolEmbeddingCache:
 
     def __init__(self, cfg: RunConfig, pool: list, embedders):
         self.cfg, self.pool, self.embedders, self._emb = cfg, pool, embedders, None
+        self.precision = embedders.precision if embedders is not None else "fp32"  # the cache key's dtype
         self._local = self._ref = None
         self._early = None  # (texts, PendingEmbedding) of the pool, started by `prefetch`
 
@@ -92,7 +93,7 @@ class PoolEmbeddingCache:
         then only collects the result. Nothing to do on a warm cache."""
         from frft_ray.pool_embeddings import texts_to_embed
 
-        texts = texts_to_embed(self.pool, self.cfg.filter)
+        texts = texts_to_embed(self.pool, self.cfg.filter, precision=self.precision)
         if texts:
             log.info("embedding the pool's %d distinct texts in the background (filter.embed_early)", len(texts))
             self._early = (texts, self.embedders.submit(texts, background=True))
@@ -107,7 +108,7 @@ class PoolEmbeddingCache:
         if self._emb is None:
             from frft_ray.pool_embeddings import cached_pool_embeddings
 
-            self._emb = cached_pool_embeddings(self.pool, self.cfg.filter, self.embed)
+            self._emb = cached_pool_embeddings(self.pool, self.cfg.filter, self.embed, precision=self.precision)
         return self._emb
 
     def select(self, gen_emb: np.ndarray, gen_prompt_emb, f, seed: int, gen_groups=None):

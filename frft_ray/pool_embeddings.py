@@ -2,7 +2,7 @@
 
 The pool is large and fixed, so its embeddings are computed once and cached on disk, keyed by a
 fingerprint of the pairs and the `embed` mode (`pool_fingerprint`) and by the embedding model's
-identity (`embedding.model_identity`), one file per side (chosen, rejected, prompt). Only the sides
+identity and dtype (`embedding.embedder_identity`), one file per side (chosen, rejected, prompt). Only the sides
 the filter strategy compares are embedded (`strategy_sides`: `chosen` alone for the default, about
 half the pool's distinct texts); another side is embedded and added to the entry the first time
 something reads it. The caller of `cached_pool_embeddings` supplies `compute_fn(texts) -> array`
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 
 from frft_ray.data.records import PreferencePair
-from frft_ray.embedding import EmbeddingError, EmbedMode, _check_mode, dedup_texts, model_identity, side_texts
+from frft_ray.embedding import EmbeddingError, EmbedMode, _check_mode, dedup_texts, embedder_identity, side_texts
 from frft_ray.run_state import atomic_write_text
 from frft_ray.similarity import normalise_rows
 from frft_ray.strategies import POOL_PARTS, get_strategy
@@ -251,13 +251,14 @@ def strategy_sides(cfg: "FilterConfig") -> tuple[str, ...]:
 
 
 def texts_to_embed(pairs: Sequence[PreferencePair], cfg: "FilterConfig",
-                   sides: Sequence[str] | None = None) -> list[str]:
+                   sides: Sequence[str] | None = None, precision: str = "fp32") -> list[str]:
     """What `cached_pool_embeddings(pairs, cfg, compute_fn, sides)` would pass to `compute_fn` now: the
     distinct texts of the sides not in the cache ([] when all are), so a caller can start embedding
-    them early and hand the result over then (`phases.PoolEmbeddingCache.prefetch`)."""
+    them early and hand the result over then (`phases.PoolEmbeddingCache.prefetch`). `precision`: as there."""
     if not pairs:
         return []
-    loader = _CacheLoader(pairs, cfg, None, pool_fingerprint(pairs, cfg.embed), model_identity(cfg.embedding_model))
+    loader = _CacheLoader(pairs, cfg, None, pool_fingerprint(pairs, cfg.embed),
+                          embedder_identity(cfg.embedding_model, precision))
     missing = loader.missing(strategy_sides(cfg) if sides is None else sides)
     return _distinct_texts(pairs, cfg.embed, missing)[0] if missing else []
 
@@ -267,12 +268,14 @@ def cached_pool_embeddings(
     cfg: "FilterConfig",
     compute_fn: Callable[[list[str]], np.ndarray] | None,
     sides: Sequence[str] | None = None,
+    precision: str = "fp32",
 ) -> PoolEmbeddings:
     """Pool embeddings from `cfg.cache_dir`, computing (and caching) what is missing with `compute_fn`.
 
     The entry is `<cache_dir>/<key>/meta.json` plus one `<side>.npy` per side embedded so far, where
-    key hashes the pool fingerprint (ids, texts, `cfg.embed`) and the model identity of
-    `cfg.embedding_model`. `sides` (default: those `cfg.strategy` compares, `strategy_sides`) are
+    key hashes the pool fingerprint (ids, texts, `cfg.embed`), the model identity of
+    `cfg.embedding_model` and `precision`, the dtype `compute_fn` embeds in ('fp32' or 'bf16', the
+    resolved `filter.embed_precision`). `sides` (default: those `cfg.strategy` compares, `strategy_sides`) are
     read or embedded now, with one `compute_fn` call for the distinct texts of all the missing ones;
     any other side is read or embedded the first time it is asked for. Each side is a read-only
     memmap of its cache file, also right after a miss.
@@ -280,7 +283,7 @@ def cached_pool_embeddings(
     if not pairs:
         raise EmbeddingError("cannot embed an empty preference pool (0 pairs)")
     fingerprint = pool_fingerprint(pairs, cfg.embed)
-    model_id = model_identity(cfg.embedding_model)
+    model_id = embedder_identity(cfg.embedding_model, precision)
     loader = _CacheLoader(pairs, cfg, compute_fn, fingerprint, model_id)
     emb = PoolEmbeddings(n=len(pairs), load=loader, fingerprint=fingerprint, model=model_id, embed=cfg.embed)
     return emb.preload(strategy_sides(cfg) if sides is None else sides)

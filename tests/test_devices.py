@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from frft_ray.devices import DevicePlacementError, autocast, compute_dtype, describe, role_device
+from frft_ray.devices import (DevicePlacementError, autocast, compute_dtype, cpu_native_bf16, describe, embed_dtype,
+                              role_device)
 
 
 def test_a_role_without_gpus_computes_on_the_cpu():
@@ -33,6 +34,16 @@ def test_compute_dtype_rules():
     assert compute_dtype("bf16", cpu) == torch.bfloat16  # forced
     with pytest.raises(ValueError, match="precision must be one of .*'fp16'"):
         compute_dtype("fp16", cpu)
+
+
+def test_embed_dtype_rules():
+    # auto: bf16 only on a CPU that multiplies bf16 in hardware (this machine's flags decide), fp32 on GPUs
+    assert cpu_native_bf16() == any(f in open("/proc/cpuinfo").read().split() for f in ("avx512_bf16", "amx_tile"))
+    assert embed_dtype("auto", on_gpu=False) == (torch.bfloat16 if cpu_native_bf16() else torch.float32)
+    assert embed_dtype("auto", on_gpu=True) == torch.float32  # fp16 MiniLM was slower than fp32 on an H200
+    assert embed_dtype("fp32", on_gpu=False) == torch.float32 and embed_dtype("bf16", on_gpu=True) == torch.bfloat16
+    with pytest.raises(ValueError, match="filter.embed_precision must be one of"):
+        embed_dtype("int8", on_gpu=False)
 
 
 def test_autocast_is_off_for_fp32_and_on_for_bf16():

@@ -17,15 +17,25 @@ class CpuHolder:
         return True
 
 
-def test_embedder_pool_matches_in_process_embeddings_with_cpus_held(ray_local):
+def _assert_rows_match(got: np.ndarray, want: np.ndarray, precision: str) -> None:
+    """fp32: equal to float rounding; bf16 (autocast): every row within cosine 0.9995 of fp32's."""
+    if precision == "fp32":
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    else:
+        assert (got * want).sum(axis=1).min() > 0.9995 and not np.allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_embedder_pool_matches_in_process_embeddings_with_cpus_held(ray_local, precision):
     from actors.embedder import EmbedderPool
 
     holder = CpuHolder.remote()
     texts = ["A man is eating food.", "The stock market fell.", "A man is eating food.", "Dogs bark at night."]
-    cfg = FilterConfig(embedding_model="bundled", embed_batch_size=8, num_embedders=2)
+    cfg = FilterConfig(embedding_model="bundled", embed_batch_size=8, num_embedders=2, embed_precision=precision)
     pool = EmbedderPool(cfg, PlacementConfig().embedder)  # 0.25 CPU per embedder by default
     try:
         assert ray.get(holder.ping.remote())
+        assert pool.precision == precision and ray.get(pool.actors[0].ready.remote()) == f"cpu/{precision}"
         pool.wait_ready()
         got = pool.embed(texts)
         many = [f"sentence number {i} about {'cats' if i % 3 else 'the weather'}" for i in range(600)]
@@ -34,12 +44,13 @@ def test_embedder_pool_matches_in_process_embeddings_with_cpus_held(ray_local):
         pool.shutdown()
         ray.kill(holder)
     model = load_embedder("bundled")
-    want = embed_texts(model, texts)
+    want = embed_texts(model, texts)  # fp32, in this process
     assert got.shape == (4, 384) and got.dtype == np.float32
-    np.testing.assert_allclose(got, want, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    _assert_rows_match(got, want, precision)
     assert np.array_equal(got[0], got[2])  # duplicates embedded once, scattered back in order
-    np.testing.assert_allclose(again[:600], embed_texts(model, many), atol=1e-5)
-    np.testing.assert_allclose(again[600:], want, atol=1e-5)
+    _assert_rows_match(again[:600], embed_texts(model, many), precision)
+    _assert_rows_match(again[600:], want, precision)
 
 
 def _texts_and_pairs():
@@ -100,7 +111,8 @@ def test_the_pool_embedded_early_in_the_background_is_what_the_first_refit_reads
     from frft_ray.phases import PoolEmbeddingCache
 
     pairs, samples = _texts_and_pairs()
-    cfg = config_from_dict({"filter": {"cache_dir": str(tmp_path / "cache"), "num_embedders": 2, "embed_batch_size": 8},
+    cfg = config_from_dict({"filter": {"cache_dir": str(tmp_path / "cache"), "num_embedders": 2, "embed_batch_size": 8,
+                                       "embed_precision": "fp32"},
                             "placement": {"embedder": {"num_cpus": 0.25}}})
     assert texts_to_embed(pairs, cfg.filter) == list(dict.fromkeys(p.chosen for p in pairs))  # strategy chosen
     embedders = EmbedderPool(cfg.filter, cfg.placement.embedder)

@@ -115,6 +115,25 @@ def test_cache_hit_skips_compute_and_returns_the_same_arrays(model, tmp_path):
     assert meta["model"] == model_identity("bundled")
 
 
+def test_bf16_embeddings_are_close_to_fp32_and_cached_apart(model, tmp_path):
+    """filter.embed_precision=bf16: rows within cosine 0.9995 of fp32's, unit length, and a cache entry of
+    their own (an fp32 run never reads bf16 rows, nor the other way round)."""
+    import torch
+
+    texts = ANCHORS + PARAPHRASES + UNRELATED
+    fp32, bf16 = embed_texts(model, texts), embed_texts(model, texts, dtype=torch.bfloat16)
+    assert bf16.dtype == np.float32 and not np.allclose(bf16, fp32, atol=1e-5)
+    assert (fp32 * bf16).sum(axis=1).min() > 0.9995
+    np.testing.assert_allclose(np.linalg.norm(bf16, axis=1), 1.0, atol=1e-5)
+    cfg, pairs = FilterConfig(cache_dir=str(tmp_path)), make_pairs()
+    low = CountingCompute(model)
+    a = cached_pool_embeddings(pairs, cfg, lambda t: embed_texts(model, t, dtype=torch.bfloat16), precision="bf16")
+    b = cached_pool_embeddings(pairs, cfg, low)
+    assert low.calls == 1 and not b.from_cache and a.model != b.model == model_identity("bundled")
+    assert cached_pool_embeddings(pairs, cfg, None, precision="bf16").from_cache and len(list(tmp_path.iterdir())) == 2
+    assert (np.asarray(a.chosen) * np.asarray(b.chosen)).sum(axis=1).min() > 0.9995
+
+
 def test_sides_embedded_together_share_their_distinct_texts(tmp_path):
     """One call for the missing sides: a text that is chosen in one pair and rejected in another is embedded once."""
     pairs = [PreferencePair("a", "Q:", "yes", "no", "s"), PreferencePair("b", "Q:", "no", "maybe", "s")]
