@@ -3,9 +3,12 @@
 Baseline (what OpenRLHF's remote RM server is): one FastAPI + uvicorn process, one /get_reward
 route, no batching across requests. Ours: the Serve app of `serve/` (continuous batching), one
 replica, `ServeConfig` defaults. Same checkpoint, same `serve/scorer.py` functions, one torch
-thread each, same device and dtype (`frft_ray.devices.compute_dtype("auto", ...)`), same client
-(threads with `requests.Session`), same requests: one query per request at 1/16/64/256
-concurrent clients (how OpenRLHF's remote-RM client calls), then 16 queries per request. Each row
+thread each, same device and dtype (`--precision`, as our replica resolves it with
+`frft_ray.devices.serve_dtype`), same client
+(`--client`: aiohttp coroutines sharing one session, as OpenRLHF's remote-RM client sends them, by
+default; or a thread with `requests.Session` per client, what runs before 2026-12-06 used), same
+requests: one query per request at 1/16/64/256 concurrent clients (how OpenRLHF's remote-RM client
+calls), then 16 queries per request. Each row
 runs `--rounds` times with the servers taking turns (this VM's speed drifts by tens of per cent in a
 minute); the table has each server's median round, the ratio's median and range, and each server
 process's CPU milliseconds per request.
@@ -22,7 +25,9 @@ Prints, per row: req/s, queries/s, p50/p99 latency of each server and the ratio 
 """
 
 import argparse
+import asyncio
 import concurrent.futures as cf
+import importlib.util
 import json
 import os
 import statistics
@@ -56,21 +61,21 @@ SHAPES = {  # --rm-shape: the RM's GPT-2 trunk (random init, offline)
 # ---------------------------------------------------------------- baseline server (subprocess)
 
 
-def load_for_device(ckpt: str, device: str):
-    """The checkpoint as a scorer snapshot on `device` in the dtype the project infers there."""
+def load_for_device(ckpt: str, device: str, precision: str = "auto"):
+    """The checkpoint as a scorer snapshot on `device` in the dtype our replica uses for `precision`."""
     import torch
 
-    from frft_ray.devices import compute_dtype
+    from frft_ray.devices import serve_dtype
     from serve.scorer import load_snapshot
 
     torch.set_num_threads(1)
     dev = torch.device(device)
     snap = load_snapshot(ckpt, 1)
-    snap.model.to(device=dev, dtype=compute_dtype("auto", dev))
+    snap.model.to(device=dev, dtype=serve_dtype(precision, dev))
     return snap
 
 
-def run_baseline_server(ckpt: str, port: int, device: str) -> None:
+def run_baseline_server(ckpt: str, port: int, device: str, precision: str) -> None:
     """An OpenRLHF-style RM server: FastAPI + uvicorn, scores each request's queries on arrival.
 
     (No `from __future__ import annotations` in this file: FastAPI must see `Request` itself.)
@@ -80,7 +85,7 @@ def run_baseline_server(ckpt: str, port: int, device: str) -> None:
 
     from serve.scorer import score_pairs
 
-    snap = load_for_device(ckpt, device)
+    snap = load_for_device(ckpt, device, precision)
     app = FastAPI()
 
     @app.post("/get_reward")
@@ -92,8 +97,9 @@ def run_baseline_server(ckpt: str, port: int, device: str) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
-def start_baseline(ckpt: str, device: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, __file__, "--baseline-server", ckpt, str(BASE_PORT), device], cwd=ROOT)
+def start_baseline(ckpt: str, device: str, precision: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, __file__, "--baseline-server", ckpt, str(BASE_PORT), device, precision],
+                            cwd=ROOT)
     try:
         wait_up(f"http://127.0.0.1:{BASE_PORT}/get_reward", proc)
     except BaseException:
@@ -138,12 +144,12 @@ def texts(n: int) -> list[str]:
     ]
 
 
-def forward_ms(ckpt: str, device: str, query: str, reps: int = 20) -> float:
+def forward_ms(ckpt: str, device: str, query: str, precision: str, reps: int = 20) -> float:
     import torch
 
     from serve.scorer import score_pairs
 
-    snap = load_for_device(ckpt, device)
+    snap = load_for_device(ckpt, device, precision)
     score_pairs(snap, [""], [query])
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -156,31 +162,68 @@ def forward_ms(ckpt: str, device: str, query: str, reps: int = 20) -> float:
 # ---------------------------------------------------------------- load generator
 
 
-def load(url: str, concurrency: int, per_client: int, batch: int = 1) -> dict:
-    """`concurrency` threads each send `per_client` POSTs of `batch` queries; latencies in ms."""
+def load(url: str, concurrency: int, per_client: int, batch: int = 1, client: str = "aiohttp") -> dict:
+    """`concurrency` clients each send `per_client` POSTs of `batch` queries, one at a time; latencies
+    in ms. `aiohttp`: coroutines on one event loop sharing one session, every request on its own
+    connection (OpenRLHF's remote-RM client: aiohttp, one request per sample, all at once);
+    `threads`: one thread and `requests.Session` per client."""
+    run = _load_aiohttp if client == "aiohttp" else _load_threads
+    t0 = time.perf_counter()
+    results = run(url, concurrency, per_client, batch)
+    wall = time.perf_counter() - t0
+    lat = sorted(x for r, _ in results for x in r)
+    q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else lat * 99
+    return {"req_s": len(lat) / wall, "queries_s": len(lat) * batch / wall, "p50_ms": q[49], "p99_ms": q[98],
+            "errors": sum(e for _, e in results), "requests": len(lat)}
+
+
+def _body(k: int, j: int, batch: int, qs: list[str]) -> dict:
+    return {"query": [qs[(k * 7 + j + b) % len(qs)] for b in range(batch)]}
+
+
+def _load_threads(url: str, concurrency: int, per_client: int, batch: int) -> list[tuple[list[float], int]]:
     qs = texts(64)
 
     def client(k: int) -> tuple[list[float], int]:
         s, lat, errors = requests.Session(), [], 0
         for j in range(per_client):
-            body = {"query": [qs[(k * 7 + j + b) % len(qs)] for b in range(batch)]}
             t = time.perf_counter()
             try:
-                r = s.post(url, json=body, timeout=300)
+                r = s.post(url, json=_body(k, j, batch, qs), timeout=300)
                 errors += not r.ok or len(r.json()["rewards"]) != batch
             except requests.RequestException:
                 errors += 1
             lat.append((time.perf_counter() - t) * 1000)
         return lat, errors
 
-    t0 = time.perf_counter()
     with cf.ThreadPoolExecutor(concurrency) as pool:
-        results = list(pool.map(client, range(concurrency)))
-    wall = time.perf_counter() - t0
-    lat = sorted(x for r, _ in results for x in r)
-    q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else lat * 99
-    return {"req_s": len(lat) / wall, "queries_s": len(lat) * batch / wall, "p50_ms": q[49], "p99_ms": q[98],
-            "errors": sum(e for _, e in results), "requests": len(lat)}
+        return list(pool.map(client, range(concurrency)))
+
+
+def _load_aiohttp(url: str, concurrency: int, per_client: int, batch: int) -> list[tuple[list[float], int]]:
+    import aiohttp
+
+    qs = texts(64)
+
+    async def main() -> list[tuple[list[float], int]]:
+        timeout = aiohttp.ClientTimeout(total=300)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as s:
+
+            async def client(k: int) -> tuple[list[float], int]:
+                lat, errors = [], 0
+                for j in range(per_client):
+                    t = time.perf_counter()
+                    try:
+                        async with s.post(url, json=_body(k, j, batch, qs)) as r:
+                            errors += r.status != 200 or len((await r.json())["rewards"]) != batch
+                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                        errors += 1
+                    lat.append((time.perf_counter() - t) * 1000)
+                return lat, errors
+
+            return list(await asyncio.gather(*(client(k) for k in range(concurrency))))
+
+    return asyncio.run(main())
 
 
 def cpu_seconds(pid: int) -> float:
@@ -204,10 +247,10 @@ def replica_pid() -> int | None:
     return None
 
 
-def load_with_cpu(url: str, pid: int | None, c: int, n: int, b: int) -> dict:
+def load_with_cpu(url: str, pid: int | None, c: int, n: int, b: int, client: str) -> dict:
     """`load`, plus the server process's CPU milliseconds per request (None without its pid)."""
     c0 = cpu_seconds(pid) if pid else None
-    r = load(url, c, n, b)
+    r = load(url, c, n, b, client)
     r["cpu_ms"] = (cpu_seconds(pid) - c0) * 1000 / r["requests"] if pid else None
     return r
 
@@ -216,18 +259,19 @@ def median_round(rounds: list[dict]) -> dict:
     return sorted(rounds, key=lambda r: r["req_s"])[len(rounds) // 2]
 
 
-def measure_pair(base: tuple[str, int], ours: tuple[str, int | None], plan, rounds: int) -> list[tuple[dict, dict]]:
+def measure_pair(base: tuple[str, int], ours: tuple[str, int | None], plan, rounds: int,
+                 client: str) -> list[tuple[dict, dict]]:
     """Each row `rounds` times, the two servers taking turns (a VM whose speed drifts by tens of
     per cent over a minute then moves both alike); per row, each server's median round by req/s,
     with the ratio's range over rounds."""
-    load(base[0], 4, 5)  # warm up
-    load(ours[0], 4, 5)
+    load(base[0], 4, 5, 1, client)  # warm up
+    load(ours[0], 4, 5, 1, client)
     out = []
     for c, n, b in plan:
         bs, os_ = [], []
         for _ in range(rounds):
-            bs.append(load_with_cpu(base[0], base[1], c, n, b))
-            os_.append(load_with_cpu(ours[0], ours[1], c, n, b))
+            bs.append(load_with_cpu(base[0], base[1], c, n, b, client))
+            os_.append(load_with_cpu(ours[0], ours[1], c, n, b, client))
         ratios = sorted(o["req_s"] / bb["req_s"] for o, bb in zip(os_, bs))
         bm, om = median_round(bs), {**median_round(os_), "ratio_min": ratios[0], "ratio_max": ratios[-1],
                            "ratio_median": ratios[len(ratios) // 2], "rounds": rounds}
@@ -272,12 +316,22 @@ def main() -> int:
                     help="RM trunk(s), random init; several are measured in turn, the endpoint hot-swapping")
     ap.add_argument("--quick", action="store_true", help="fewer requests per client, one round (< 2 min on a 2-core CPU)")
     ap.add_argument("--rounds", type=int, help="times each row runs, the servers taking turns (default 3; --quick 1)")
+    ap.add_argument("--client", choices=["aiohttp", "threads"],
+                    help="load generator: aiohttp coroutines (OpenRLHF's client; the default where aiohttp is "
+                         "installed, as it is with ray[default]) or a thread with requests per client")
     ap.add_argument("--batch-wait-s", type=float, help="our serve.batch_wait_timeout_s (default: ServeConfig's)")
     ap.add_argument("--out", help="also write the results as JSON here")
-    ap.add_argument("--baseline-server", nargs=3, metavar=("CKPT", "PORT", "DEVICE"), help=argparse.SUPPRESS)
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="both servers' weights, as our replica resolves the run's `precision` (auto: bf16 on a GPU "
+                         "and on a CPU with native bf16 matmuls, else fp32)")
+    ap.add_argument("--baseline-precision", choices=["auto", "fp32", "bf16"],
+                    help="the baseline's weights when they should differ from ours (default: --precision): e.g. "
+                         "fp32 where bf16 slows its one-text forwards")
+    ap.add_argument("--baseline-server", nargs=4, metavar=("CKPT", "PORT", "DEVICE", "PRECISION"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.baseline_server:
-        run_baseline_server(args.baseline_server[0], int(args.baseline_server[1]), args.baseline_server[2])
+        ckpt, port, device, precision = args.baseline_server
+        run_baseline_server(ckpt, int(port), device, precision)
         return 0
 
     os.environ.setdefault("RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S", "1.0")
@@ -289,12 +343,17 @@ def main() -> int:
     from frft_ray.config import RolePlacement, ServeConfig
     from serve import launch
 
+    if args.client is None:
+        args.client = "aiohttp" if importlib.util.find_spec("aiohttp") else "threads"
+        if args.client == "threads":
+            print("aiohttp is not installed: the load generator uses a thread per client (--client threads)")
     plan = QUICK_PLAN if args.quick else PLAN
     rounds = args.rounds or (1 if args.quick else 3)
     tmp = Path(tempfile.mkdtemp(prefix="frft_serve_bench_"))
     ckpts = {shape: build_model(tmp, shape) for shape in args.rm_shape}
-    fwd = {shape: forward_ms(path, args.device, texts(1)[0]) for shape, path in ckpts.items()}
-    print("single forward, 1 thread, " + args.device + ": " + ", ".join(f"{n}: {ms:.1f} ms" for n, ms in fwd.items()), flush=True)
+    fwd = {shape: forward_ms(path, args.device, texts(1)[0], args.precision) for shape, path in ckpts.items()}
+    print(f"single forward, 1 thread, {args.device}, precision {args.precision}: "
+          + ", ".join(f"{n}: {ms:.1f} ms" for n, ms in fwd.items()), flush=True)
 
     gpu = args.device.startswith("cuda")
     ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
@@ -302,7 +361,8 @@ def main() -> int:
     cfg = ServeConfig(port=OURS_PORT)
     if args.batch_wait_s is not None:
         cfg = cfg.model_copy(update={"batch_wait_timeout_s": args.batch_wait_s})
-    stable = launch.start_server(cfg, ckpts[args.rm_shape[0]], placement=RolePlacement(num_cpus=1, num_gpus=1 if gpu else 0))
+    stable = launch.start_server(cfg, ckpts[args.rm_shape[0]], precision=args.precision,
+                                 placement=RolePlacement(num_cpus=1, num_gpus=1 if gpu else 0))
     ours_url = (launch.replica_urls() or [stable])[0]
     info = requests.get(f"{ours_url}/v1/model", timeout=30).json()
     print(f"ingress {args.ingress}: ours at {ours_url} (stable URL {stable}); replica RM on {info.get('device', 'cpu')}; "
@@ -313,11 +373,11 @@ def main() -> int:
             if v > 1:  # the endpoint hot-swaps to the next shape; no restart
                 launch.publish_rm(ckpts[shape], version=v)
                 launch.wait_for_version(ours_url, v, timeout_s=300)
-            base = start_baseline(ckpts[shape], args.device)
+            base = start_baseline(ckpts[shape], args.device, args.baseline_precision or args.precision)
             try:
                 ours_pid = replica_pid()
                 pairs = measure_pair((f"http://127.0.0.1:{BASE_PORT}/get_reward", base.pid if ours_pid else None),
-                                     (f"{ours_url}/get_reward", ours_pid), plan, rounds)
+                                     (f"{ours_url}/get_reward", ours_pid), plan, rounds, args.client)
             finally:
                 base.terminate()
                 base.wait(30)
@@ -327,10 +387,14 @@ def main() -> int:
     finally:
         serve.shutdown()
         ray.shutdown()
-    print(f"\ningress {args.ingress}, device {args.device}, {os.cpu_count()} CPUs, {rounds} round(s) per row")
+    print(f"\ningress {args.ingress}, device {args.device}, precision {args.precision} "
+          f"(baseline {args.baseline_precision or args.precision}), {os.cpu_count()} CPUs, {rounds} round(s) per row, "
+          f"{args.client} client")
     print_table(rows)
     if args.out:
-        Path(args.out).write_text(json.dumps({"ingress": args.ingress, "device": args.device, "rounds": rounds, "rows": rows}, indent=2))
+        meta = {"ingress": args.ingress, "device": args.device, "precision": args.precision, "rounds": rounds,
+                "baseline_precision": args.baseline_precision or args.precision, "client": args.client}
+        Path(args.out).write_text(json.dumps({**meta, "rows": rows}, indent=2))
     return 0
 
 

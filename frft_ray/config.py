@@ -244,6 +244,9 @@ class ServeConfig(Section):
     max_batch_size: int = Field(32, ge=1, description="most requests batched together, and sequences per RM forward")
     batch_wait_timeout_s: float = Field(0.0, ge=0, description="seconds a batch that is not full waits for more "
                                         "requests once the model is free; 0 = take what queued during the last forward")
+    inline_forward_ms: float = Field(10.0, ge=0, description="under light traffic (a lone request after a lone "
+                                     "batch) score on the replica's event loop, without the worker-thread hop, when the "
+                                     "last lone forward took less than this; 0 = always in the worker thread (ours)")
     max_ongoing_requests: int = Field(128, ge=1, description="requests in flight per replica before Serve queues")
     access_log: bool = Field(False, description="one log line per request in the replica's Serve log (off: "
                              "about 0.2 ms of CPU per request less; errors are logged either way)")
@@ -327,7 +330,8 @@ class PlacementConfig(Section):
 class RunConfig(Section):
     seed: int = Field(0, description="run seed: model init, sampling, shuffles, random-k")
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 on GPUs, fp32 on CPUs; fp32 or bf16 forces it (frft_ray/devices.py) (ours)"
+        "auto", description="auto: bf16 on GPUs, fp32 on CPUs (Serve replicas: bf16 also on CPUs with native bf16 "
+        "matmuls); fp32 or bf16 forces it (frft_ray/devices.py) (ours)"
     )
     out_dir: str = Field("runs/demo", description="run folder when `frft-ray run` gets no --out")
     data: DataConfig = Field(DataConfig(), description="preference data and how to load it")

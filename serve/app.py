@@ -6,7 +6,8 @@ with auth on, for load balancers), GET /v1/model.
 How it stays fast and consistent:
 - `serve.batcher.ContinuousBatcher` merges concurrent requests (one request = one unit, so a
   request is never split across two model versions): a batch is what queued while the previous
-  forward ran, which runs in a worker thread so the event loop keeps accepting requests.
+  forward ran, which runs in a worker thread so the event loop keeps accepting requests (under
+  light traffic, a short lone forward runs on the loop itself: `serve.inline_forward_ms`).
 - A daemon thread polls the version registry (`serve.versions`) and, when a newer version is
   published, loads it and replaces `self._snap` in one assignment. A batch reads `self._snap`
   once, so it scores with one version and reports that version. No replica restarts. A version
@@ -17,8 +18,9 @@ How it stays fast and consistent:
   version on the request's path first (409 when N is not published, 503 when the load fails), so
   one client never sees the version go back across replicas.
 - The replica's device comes from `placement.serve.num_gpus` and its weights' dtype from the run's
-  `precision` (both in `ReplicaSettings`); every version it loads goes to the same device and dtype,
-  and GET /v1/model says which ("device": "cpu/fp32", "cuda:0/bf16").
+  `precision` (both in `ReplicaSettings`; `devices.serve_dtype`: under auto, bf16 on a GPU and on a
+  CPU with native bf16 matmuls); every version it loads goes to the same device and dtype, and GET
+  /v1/model says which ("device": "cpu/fp32", "cuda:0/bf16").
 - No `from __future__ import annotations` here: Serve rebuilds the route signatures and
   string annotations would turn the JSON body into a query parameter.
 - Bad input is a 4xx with a JSON body `{"error", "message", ...}`; never a 500. The body's size is
@@ -210,11 +212,11 @@ class RewardModelServer:
     def __init__(self, app_name: str, settings: ReplicaSettings):
         import torch
 
-        from frft_ray.devices import compute_dtype, role_device
+        from frft_ray.devices import role_device, serve_dtype
 
         torch.set_num_threads(settings.torch_threads)
         self._device = role_device(settings.num_gpus, "serve")
-        self._dtype = compute_dtype(settings.precision, self._device)
+        self._dtype = serve_dtype(settings.precision, self._device)
         self._s = settings.serve
         self._poll_s = settings.poll_s
         # Serve pickles this class by value, so a bare `api` here would be a copy; the middleware
@@ -231,7 +233,8 @@ class RewardModelServer:
         self._wanted = cur["version"]  # the registry's newest version, as last seen
         self._last_error: str | None = None  # in full, for GET /v1/model (behind auth)
         self._health_error: str | None = None  # without paths, for the open GET /health
-        self._batcher = ContinuousBatcher(self._score_batch, self._s.max_batch_size, self._s.batch_wait_timeout_s)
+        self._batcher = ContinuousBatcher(self._score_batch, self._s.max_batch_size, self._s.batch_wait_timeout_s,
+                                          self._s.inline_forward_ms / 1000)
         self._stop = threading.Event()
         self._swap_lock = threading.Lock()  # one load at a time: the poller's or a request's catch-up
         threading.Thread(target=self._follow_registry, name="rm-version-poller", daemon=True).start()
@@ -353,4 +356,5 @@ class RewardModelServer:
     @api.get("/v1/model")
     async def model_info(self) -> dict:
         return {**self._snap.info(), "last_error": self._last_error, "checked_at": time.time(),
-                "batching": {"batches": self._batcher.batches, "requests": self._batcher.requests}}
+                "batching": {"batches": self._batcher.batches, "requests": self._batcher.requests,
+                             "inline": self._batcher.inline}}

@@ -10,8 +10,9 @@ text it is batched with; `rm_forward` passes position ids counted from each text
 token (left out for a model whose forward takes none).
 
 Device and dtype: a snapshot's weights live on the replica's device in its inference dtype
-(`frft_ray.devices.compute_dtype`: bf16 on a GPU under `precision: auto`, fp32 on the CPU); a hot
-swap loads the new version to the same place. Rewards are always returned as fp32 Python floats.
+(`frft_ray.devices.serve_dtype`: under `precision: auto`, bf16 on a GPU and on a CPU with native
+bf16 matmuls, else fp32); a hot swap loads the new version to the same place. Rewards are always
+returned as fp32 Python floats.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ class ReplicaSettings:
     poll_s: float = POLL_S  # how often a replica asks the version registry for a newer RM
     torch_threads: int = 1
     num_gpus: float = 0.0  # placement.serve.num_gpus: > 0 puts the replica's model on CUDA
-    precision: str = "auto"  # the run's `precision`: auto = bf16 weights on a GPU, fp32 on the CPU
+    precision: str = "auto"  # the run's `precision`; the replica's dtype is devices.serve_dtype of it
 
     @classmethod
     def from_config(cls, cfg: ServeConfig, torch_threads: int = 1, num_gpus: float = 0.0,

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from frft_ray.devices import (DevicePlacementError, autocast, compute_dtype, cpu_native_bf16, describe, embed_dtype,
-                              role_device)
+                              role_device, serve_dtype)
 
 
 def test_a_role_without_gpus_computes_on_the_cpu():
@@ -44,6 +44,15 @@ def test_embed_dtype_rules():
     assert embed_dtype("fp32", on_gpu=False) == torch.float32 and embed_dtype("bf16", on_gpu=True) == torch.bfloat16
     with pytest.raises(ValueError, match="filter.embed_precision must be one of"):
         embed_dtype("int8", on_gpu=False)
+
+
+def test_serve_dtype_rules():
+    # Serve replicas: auto is bf16 on GPUs and on CPUs that multiply bf16 in hardware; forced values win
+    cpu = torch.device("cpu")
+    assert serve_dtype("auto", cpu) == (torch.bfloat16 if cpu_native_bf16() else torch.float32)
+    assert serve_dtype("fp32", cpu) == torch.float32 and serve_dtype("bf16", cpu) == torch.bfloat16
+    with pytest.raises(ValueError, match="precision must be one of"):
+        serve_dtype("fp16", cpu)
 
 
 def test_autocast_is_off_for_fp32_and_on_for_bf16():

@@ -38,7 +38,7 @@ def url(tmp_path_factory, ray_local):
     ckpt = save_checkpoint(tmp_path_factory.mktemp("rm") / "v1", build_reward_model(ModelsConfig(), tok), tok,
                            None, {"version": 1})
     cfg = ServeConfig(port=PORT, max_items=MAX_ITEMS, max_text_chars=MAX_CHARS, max_batch_size=16)
-    launch.start_server(cfg, ckpt, app_name="frft_rm_fuzz")
+    launch.start_server(cfg, ckpt, app_name="frft_rm_fuzz")  # precision auto (devices.serve_dtype)
     yield URL
     launch.stop_server("frft_rm_fuzz")
     serve.shutdown()
@@ -81,6 +81,25 @@ reward_bodies = st.one_of(
 def _encode(body) -> bytes:
     """Python's JSON, which writes NaN/Infinity literals and escaped lone surrogates as they are."""
     return json.dumps(body).encode()
+
+
+def test_replica_under_auto_precision(url):
+    """`precision: auto` end to end: the replica holds its RM in `devices.serve_dtype` (bf16 on a CPU
+    with bf16 hardware, else fp32) and scores like the fp32 RM within that dtype's rounding."""
+    import torch
+
+    from frft_ray.devices import describe, serve_dtype
+    from frft_ray.models import load_reward_checkpoint, score
+
+    dtype = serve_dtype("auto", torch.device("cpu"))
+    info = requests.get(url + "/v1/model", timeout=10).json()
+    assert info["device"] == describe(torch.device("cpu"), dtype)
+    pairs = [("question 3 about cats,", " answer 21"), ("", "a response alone"), ("q", " " + "long answer " * 12)]
+    r = requests.post(url + "/v1/score", json={"items": [{"prompt": p, "response": q} for p, q in pairs]}, timeout=30)
+    m = load_reward_checkpoint(info["checkpoint"])
+    fp32 = [score(m.model, m.tokenizer, [p], [q], 160).item() for p, q in pairs]
+    tol = 1e-5 if dtype == torch.float32 else 0.02
+    assert r.status_code == 200 and r.json()["scores"] == pytest.approx(fp32, abs=tol)
 
 
 # ---------------------------------------------------------------- properties

@@ -45,11 +45,13 @@ def ckpts(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(ckpts, ray_local):  # the session's shared local Ray instance (tests/conftest.py)
-    cfg = ServeConfig(port=PORT, max_items=8, max_text_chars=200, max_batch_size=16)
-    url = launch.start_server(cfg, ckpts[1])
+    # inline_forward_ms: generous, so that a slow CI machine still scores lone requests inline
+    cfg = ServeConfig(port=PORT, max_items=8, max_text_chars=200, max_batch_size=16, inline_forward_ms=1000)
+    url = launch.start_server(cfg, ckpts[1], precision="fp32")  # fp32 forced: scores compared to 1e-5 below
     os.environ["FRFT_TEST_TOKEN"] = TOKEN
-    # the auth app also runs the non-default batching linger and access log end to end
-    auth_cfg = cfg.model_copy(update={"auth_token_env": "FRFT_TEST_TOKEN", "batch_wait_timeout_s": 0.01, "access_log": True})
+    # the auth app also runs the non-default batching linger, no inline forwards and the access log end to end
+    auth_cfg = cfg.model_copy(update={"auth_token_env": "FRFT_TEST_TOKEN", "batch_wait_timeout_s": 0.01,
+                                      "inline_forward_ms": 0.0, "access_log": True})
     auth_url = launch.start_server(auth_cfg, ckpts[1],
                                    app_name="frft_rm_auth", route_prefix="/auth", precision="bf16")
     yield url, auth_url
@@ -75,9 +77,26 @@ def test_scores_match_direct_rm(server, ckpts):
     assert out["scores"] == pytest.approx(direct(ckpts[1], PAIRS), abs=1e-5)
     info = requests.get(URL + "/v1/model", timeout=10).json()
     assert info["model_version"] == 1 and info["iteration"] == 0 and info["heldout_accuracy"] == pytest.approx(0.6)
-    assert info["checkpoint"] == ckpts[1] and info["device"] == "cpu/fp32"  # placement.serve: no GPU; auto
+    assert info["checkpoint"] == ckpts[1] and info["device"] == "cpu/fp32"  # placement.serve: no GPU; fp32 forced
     assert requests.get(URL + "/health", timeout=10).json() == {"status": "ok", "model_version": 1,
                                                                  "wanted_version": 1, "last_error": None}
+
+
+def test_light_traffic_is_scored_on_the_event_loop(server, ckpts):
+    """One client, one request at a time: after the first, each lone request is scored inline (no hop to
+    the worker thread), with the same scores; the auth app (inline_forward_ms=0) never does."""
+    expect = direct(ckpts[1], PAIRS[:1])
+    body = {"items": [{"prompt": PAIRS[0][0], "response": PAIRS[0][1]}]}
+    for base in (URL, server[1]):
+        headers = {"Authorization": f"Bearer {TOKEN}"} if base != URL else None
+        before = requests.get(base + "/v1/model", headers=headers, timeout=10).json()["batching"]
+        for _ in range(6):
+            r = post("/v1/score", body, headers=headers, base=base)
+            tol = 1e-5 if base == URL else 0.05  # the auth app serves bf16
+            assert r.status_code == 200 and r.json()["scores"] == pytest.approx(expect, abs=tol)
+        after = requests.get(base + "/v1/model", headers=headers, timeout=10).json()["batching"]
+        inline = after["inline"] - before["inline"]
+        assert (inline >= 4) if base == URL else (inline == 0), (base, before, after)
 
 
 def test_openrlhf_round_trip(server, ckpts):

@@ -117,3 +117,55 @@ def test_a_cancelled_caller_is_not_scored():
 def test_max_batch_size_must_be_positive():
     with pytest.raises(ValueError, match="max_batch_size must be >= 1"):
         ContinuousBatcher(lambda x: x, max_batch_size=0)
+
+
+class ThreadRecorder:
+    """A batch function that records which thread ran each batch, after an optional pause."""
+
+    def __init__(self, pause_s: float = 0.0):
+        self.pause_s, self.threads, self.batches = pause_s, [], []
+
+    def __call__(self, items):
+        if self.pause_s:
+            threading.Event().wait(self.pause_s)
+        self.threads.append(threading.current_thread().name)
+        self.batches.append(list(items))
+        return [x * 10 for x in items]
+
+
+def test_light_traffic_runs_short_lone_forwards_on_the_event_loop():
+    fn = ThreadRecorder()
+    b = ContinuousBatcher(fn, max_batch_size=8, inline_max_s=1.0)
+
+    async def go():
+        loop_thread = threading.current_thread().name
+        alone = [await b.submit(i) for i in range(3)]  # one client: lone after lone
+        burst = await asyncio.gather(*(b.submit(i) for i in range(10, 14)))  # several clients at once
+        after = [await b.submit(i) for i in (20, 21)]
+        return loop_thread, alone, burst, after
+
+    loop_thread, alone, burst, after = run(go())
+    assert alone == [0, 10, 20] and burst == [100, 110, 120, 130] and after == [200, 210]
+    on_loop = [t == loop_thread for t in fn.threads]
+    # the first lone forward has no timing yet: worker thread; then lone after lone: on the loop. The
+    # burst is one batch, in the worker thread, and so is the lone request after it (traffic was not
+    # light); the next lone one runs inline again.
+    assert fn.batches == [[0], [1], [2], [10, 11, 12, 13], [20], [21]]
+    assert on_loop == [False, True, True, False, False, True]
+    assert b.inline == 3
+
+
+def test_a_slow_lone_forward_never_blocks_the_event_loop():
+    fn = ThreadRecorder(pause_s=0.05)
+    slow = ContinuousBatcher(fn, max_batch_size=8, inline_max_s=0.01)
+    off = ContinuousBatcher(ThreadRecorder(), max_batch_size=8, inline_max_s=0.0)  # 0: never inline
+
+    async def go():
+        loop_thread = threading.current_thread().name
+        for i in range(3):
+            assert await slow.submit(i) == i * 10 and await off.submit(i) == i * 10
+        return loop_thread
+
+    loop_thread = run(go())
+    assert loop_thread not in fn.threads and loop_thread not in off._fn.threads
+    assert slow.inline == off.inline == 0

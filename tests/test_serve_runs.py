@@ -28,7 +28,9 @@ POISON = "~"  # a token whose embedding row is NaN in run B's RM: any text holdi
 
 
 def _cfg(**serve_kw) -> RunConfig:
-    return RunConfig(serve=ServeConfig(enabled=True, port=PORT, max_items=8, max_text_chars=200, **serve_kw))
+    # fp32 forced: the scores are compared to fp32 ones to 1e-5 (auto is bf16 on CPUs with bf16 hardware)
+    return RunConfig(precision="fp32",
+                     serve=ServeConfig(enabled=True, port=PORT, max_items=8, max_text_chars=200, **serve_kw))
 
 
 @pytest.fixture(scope="module")
