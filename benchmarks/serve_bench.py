@@ -21,7 +21,8 @@ these once per process, so one run measures one mode: run it twice to compare.
     python benchmarks/serve_bench.py --ingress proxy              # before direct ingress
     python benchmarks/serve_bench.py --device cuda --rm-shape gpt2-medium   # a GPU node, offline
 
-Prints, per row: req/s, queries/s, p50/p99 latency of each server and the ratio ours/baseline.
+Prints, per row: req/s, queries/s, p50/p99 latency of each server, the ratio ours/baseline, each
+server's CPU per request, and our batching: requests per forward batch, the share scored inline.
 """
 
 import argparse
@@ -255,6 +256,22 @@ def load_with_cpu(url: str, pid: int | None, c: int, n: int, b: int, client: str
     return r
 
 
+def batching(url: str) -> dict:
+    """Our replica's batching counters (GET /v1/model): batches, requests, inline."""
+    return requests.get(url.rsplit("/", 1)[0] + "/v1/model", timeout=30).json()["batching"]
+
+
+def load_ours(url: str, pid: int | None, c: int, n: int, b: int, client: str) -> dict:
+    """`load_with_cpu` on our endpoint, plus the round's mean batch (requests per forward batch) and
+    the share of its batches scored inline on the event loop."""
+    before = batching(url)
+    r = load_with_cpu(url, pid, c, n, b, client)
+    d = {k: v - before[k] for k, v in batching(url).items()}
+    r["mean_batch"] = d["requests"] / max(d["batches"], 1)
+    r["inline_share"] = d["inline"] / max(d["batches"], 1)
+    return r
+
+
 def median_round(rounds: list[dict]) -> dict:
     return sorted(rounds, key=lambda r: r["req_s"])[len(rounds) // 2]
 
@@ -271,7 +288,7 @@ def measure_pair(base: tuple[str, int], ours: tuple[str, int | None], plan, roun
         bs, os_ = [], []
         for _ in range(rounds):
             bs.append(load_with_cpu(base[0], base[1], c, n, b, client))
-            os_.append(load_with_cpu(ours[0], ours[1], c, n, b, client))
+            os_.append(load_ours(ours[0], ours[1], c, n, b, client))
         ratios = sorted(o["req_s"] / bb["req_s"] for o, bb in zip(os_, bs))
         bm, om = median_round(bs), {**median_round(os_), "ratio_min": ratios[0], "ratio_max": ratios[-1],
                            "ratio_median": ratios[len(ratios) // 2], "rounds": rounds}
@@ -295,8 +312,8 @@ def set_ingress_env(mode: str) -> None:
 def print_table(rows: list[dict]) -> None:
     print("\n| RM | clients x queries/request | baseline req/s (queries/s) | ours req/s (queries/s) "
           "| ours/baseline (range over rounds) | baseline p50 / p99 ms | ours p50 / p99 ms "
-          "| server CPU ms/request base / ours | errors base / ours |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| server CPU ms/request base / ours | ours: requests per batch, inline share | errors base / ours |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         b, o = r["baseline"], r["ours"]
         cpu = " / ".join("-" if x["cpu_ms"] is None else f"{x['cpu_ms']:.2f}" for x in (b, o))
@@ -304,7 +321,7 @@ def print_table(rows: list[dict]) -> None:
               f"| {o['req_s']:.0f} ({o['queries_s']:.0f}) "
               f"| {o['ratio_median']:.2f}x ({o['ratio_min']:.2f}-{o['ratio_max']:.2f}) "
               f"| {b['p50_ms']:.0f} / {b['p99_ms']:.0f} | {o['p50_ms']:.0f} / {o['p99_ms']:.0f} "
-              f"| {cpu} | {b['errors']} / {o['errors']} |")
+              f"| {cpu} | {o['mean_batch']:.1f}, {o['inline_share']:.0%} | {b['errors']} / {o['errors']} |")
 
 
 def main() -> int:
