@@ -20,9 +20,10 @@ memory (driver peak RSS over the phase; the receiving actor's RSS for the sync):
                then warm) and selects against G=2,048: its peak RSS is the driver's (target <= 3 GB).
 
 Every series gets a growth exponent b from a log-log least-squares fit (seconds ~ x^b) and a check
-that the fit on all but its largest point predicts that point. Grids: `quick` (seconds; the test),
-`cpu` (what 2 cores do in ~10 minutes: N <= 160k, 500 embedded texts, PPO batch 4), `full` (a GPU
-node: N to 1M, 20k embedded texts, PPO batch 16 at seq 512).
+that the fit on all but its largest point predicts that point; the same check for an affine fit
+(seconds = a + c x: a fixed cost plus work in proportion, which a power law bends into b < 1).
+Grids: `quick` (seconds; the test), `cpu` (what 2 cores do in ~10 minutes: N <= 160k, 500 embedded
+texts, PPO batch 4), `full` (a GPU node: N to 1M, 20k embedded texts, PPO batch 16 at seq 512).
 
     python benchmarks/scale.py --grid cpu --out scale.json [--device auto|cpu|cuda] [--work DIR]
 """
@@ -181,6 +182,17 @@ def fit(xs, ys) -> tuple[float, float]:
     return float(b), float(a)
 
 
+def affine(xs, ys) -> tuple[float, float]:
+    """(a, c) of y = a + c x, least squares."""
+    c, a = np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)
+    return float(a), float(c)
+
+
+def holdout(measured: float, predicted: float, x) -> dict:
+    return {"x": x, "measured_s": measured, "predicted_s": round(predicted, 4),
+            "error": round(predicted / measured - 1, 3)}
+
+
 def fits(rows: list[dict]) -> dict:
     out = {}
     for phase in dict.fromkeys(r["phase"] for r in rows):
@@ -190,11 +202,13 @@ def fits(rows: list[dict]) -> dict:
         xs, ys = zip(*pts)
         b, a = fit(xs, ys)
         res = {"x": next(r["x_name"] for r in rows if r["phase"] == phase), "exponent": round(b, 3), "points": len(pts)}
+        a0, c = affine(xs, ys)
+        res["affine"] = {"fixed_s": round(a0, 6), "s_per_unit": float(f"{c:.4g}")}
         if len(pts) >= 3:  # hold the largest point out: does the fit on the rest predict it?
             hb, ha = fit(xs[:-1], ys[:-1])
-            pred = float(np.exp(ha + hb * np.log(xs[-1])))
-            res["holdout"] = {"x": xs[-1], "measured_s": ys[-1], "predicted_s": round(pred, 4),
-                              "error": round(pred / ys[-1] - 1, 3)}
+            res["holdout"] = holdout(ys[-1], float(np.exp(ha + hb * np.log(xs[-1]))), xs[-1])
+            ha0, hc = affine(xs[:-1], ys[:-1])
+            res["affine"]["holdout"] = holdout(ys[-1], ha0 + hc * xs[-1], xs[-1])
         out[phase] = res
     return out
 
@@ -204,11 +218,16 @@ def table(rows: list[dict], fitted: dict) -> str:
     for r in rows:
         notes = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("phase", "x_name", "x", "seconds", "driver_peak_gb"))
         lines.append(f"| {r['phase']} | {r['x_name']}={r['x']:,} | {r['seconds']:.4g} | {r['driver_peak_gb']} | {notes} |")
-    lines += ["", "| phase | grows with | exponent b (s ~ x^b) | held out: predicted / measured |", "|---|---|---|---|"]
+    lines += ["", "| phase | grows with | exponent b (s ~ x^b) | held out: predicted / measured "
+              "| affine: fixed s + s per unit | affine, held out |", "|---|---|---|---|---|---|"]
+
+    def held(h: dict | None) -> str:
+        return f"{h['predicted_s']:.4g} / {h['measured_s']:.4g} s at {h['x']:,} ({h['error']:+.0%})" if h else "-"
+
     for phase, f in fitted.items():
-        h = f.get("holdout")
-        held = f"{h['predicted_s']:.4g} / {h['measured_s']:.4g} s at {h['x']:,} ({h['error']:+.0%})" if h else "-"
-        lines.append(f"| {phase} | {f['x']} | {f['exponent']:.2f} | {held} |")
+        aff = f["affine"]
+        lines.append(f"| {phase} | {f['x']} | {f['exponent']:.2f} | {held(f.get('holdout'))} "
+                     f"| {aff['fixed_s']:.3g} + {aff['s_per_unit']:.3g} x | {held(aff.get('holdout'))} |")
     return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ def test_quick_grid_writes_every_phase_with_a_fitted_exponent(ray_local, tmp_pat
     for phase, f in res["fits"].items():
         assert isinstance(f["exponent"], float) and f["points"] == 3, phase
         assert f["holdout"]["predicted_s"] > 0 and f["holdout"]["x"] == max(r["x"] for r in rows if r["phase"] == phase)
+        assert f["affine"]["holdout"]["x"] == f["holdout"]["x"] and f["affine"]["s_per_unit"] != 0, phase
     grid = scale.GRIDS["quick"]
     assert [r["x"] for r in rows if r["phase"] == "load"] == grid["pool"]
     assert [r["x"] for r in rows if r["phase"] == "select_G"] == grid["gens"]
