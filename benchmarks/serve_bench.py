@@ -4,11 +4,10 @@ Baseline (what OpenRLHF's remote RM server is): one FastAPI + uvicorn process, o
 route, no batching across requests. Ours: the Serve app of `serve/` (continuous batching), one
 replica, `ServeConfig` defaults. Same checkpoint, same `serve/scorer.py` functions, one torch
 thread each, same device and dtype (`--precision`, as our replica resolves it with
-`frft_ray.devices.serve_dtype`), same client
-(`--client`: aiohttp coroutines sharing one session, as OpenRLHF's remote-RM client sends them, by
-default; or a thread with `requests.Session` per client, what runs before 2026-12-06 used), same
-requests: one query per request at 1/16/64/256 concurrent clients (how OpenRLHF's remote-RM client
-calls), then 16 queries per request. Each row
+`frft_ray.devices.serve_dtype`), same client (`--client`, `serve_load.py`: aiohttp coroutines as
+OpenRLHF's remote-RM client sends them, by default; or a thread per client, what runs before
+2026-12-06 used), same requests: one query per request at 1/16/64/256 concurrent clients (how
+OpenRLHF's remote-RM client calls), then 16 queries per request. Each row
 runs `--rounds` times with the servers taking turns (this VM's speed drifts by tens of per cent in a
 minute); the table has each server's median round, the ratio's median and range, and each server
 process's CPU milliseconds per request.
@@ -26,12 +25,9 @@ server's CPU per request, and our batching: requests per forward batch, the shar
 """
 
 import argparse
-import asyncio
-import concurrent.futures as cf
 import importlib.util
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +38,8 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from serve_load import load, texts  # noqa: E402  (beside this file)
 
 BASE_PORT, OURS_PORT = 18531, 18532
 INGRESS_ENV = {  # what each --ingress mode puts in the environment before Ray starts
@@ -135,16 +133,6 @@ def build_model(root: Path, shape: str) -> str:
     return str(save_checkpoint(root / shape, rm, tok, None, {"version": 1}))
 
 
-def texts(n: int) -> list[str]:
-    topics = ["cats", "the weather", "python lists", "a recipe for soup", "the moon", "taxes", "chess openings"]
-    return [
-        f"Human: Could you tell me something useful about {topics[i % 7]}, please? I asked {i} times.\n\n"
-        f"Assistant: Sure. Here is what I know about {topics[(i * 3) % 7]}: it is {i % 13} parts "
-        f"interesting and {i % 5} parts surprising, and people often ask about it."
-        for i in range(n)
-    ]
-
-
 def forward_ms(ckpt: str, device: str, query: str, precision: str, reps: int = 20) -> float:
     import torch
 
@@ -160,71 +148,7 @@ def forward_ms(ckpt: str, device: str, query: str, precision: str, reps: int = 2
     return (time.perf_counter() - t) / reps * 1000
 
 
-# ---------------------------------------------------------------- load generator
-
-
-def load(url: str, concurrency: int, per_client: int, batch: int = 1, client: str = "aiohttp") -> dict:
-    """`concurrency` clients each send `per_client` POSTs of `batch` queries, one at a time; latencies
-    in ms. `aiohttp`: coroutines on one event loop sharing one session, every request on its own
-    connection (OpenRLHF's remote-RM client: aiohttp, one request per sample, all at once);
-    `threads`: one thread and `requests.Session` per client."""
-    run = _load_aiohttp if client == "aiohttp" else _load_threads
-    t0 = time.perf_counter()
-    results = run(url, concurrency, per_client, batch)
-    wall = time.perf_counter() - t0
-    lat = sorted(x for r, _ in results for x in r)
-    q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else lat * 99
-    return {"req_s": len(lat) / wall, "queries_s": len(lat) * batch / wall, "p50_ms": q[49], "p99_ms": q[98],
-            "errors": sum(e for _, e in results), "requests": len(lat)}
-
-
-def _body(k: int, j: int, batch: int, qs: list[str]) -> dict:
-    return {"query": [qs[(k * 7 + j + b) % len(qs)] for b in range(batch)]}
-
-
-def _load_threads(url: str, concurrency: int, per_client: int, batch: int) -> list[tuple[list[float], int]]:
-    qs = texts(64)
-
-    def client(k: int) -> tuple[list[float], int]:
-        s, lat, errors = requests.Session(), [], 0
-        for j in range(per_client):
-            t = time.perf_counter()
-            try:
-                r = s.post(url, json=_body(k, j, batch, qs), timeout=300)
-                errors += not r.ok or len(r.json()["rewards"]) != batch
-            except requests.RequestException:
-                errors += 1
-            lat.append((time.perf_counter() - t) * 1000)
-        return lat, errors
-
-    with cf.ThreadPoolExecutor(concurrency) as pool:
-        return list(pool.map(client, range(concurrency)))
-
-
-def _load_aiohttp(url: str, concurrency: int, per_client: int, batch: int) -> list[tuple[list[float], int]]:
-    import aiohttp
-
-    qs = texts(64)
-
-    async def main() -> list[tuple[list[float], int]]:
-        timeout = aiohttp.ClientTimeout(total=300)
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as s:
-
-            async def client(k: int) -> tuple[list[float], int]:
-                lat, errors = [], 0
-                for j in range(per_client):
-                    t = time.perf_counter()
-                    try:
-                        async with s.post(url, json=_body(k, j, batch, qs)) as r:
-                            errors += r.status != 200 or len((await r.json())["rewards"]) != batch
-                    except (aiohttp.ClientError, asyncio.TimeoutError):
-                        errors += 1
-                    lat.append((time.perf_counter() - t) * 1000)
-                return lat, errors
-
-            return list(await asyncio.gather(*(client(k) for k in range(concurrency))))
-
-    return asyncio.run(main())
+# ---------------------------------------------------------------- server CPU and batching
 
 
 def cpu_seconds(pid: int) -> float:

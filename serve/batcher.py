@@ -18,8 +18,9 @@ one is run on the event loop itself when the last lone forward took less than `i
 hop to the worker thread and back cost the replica 0.2-0.7 ms of CPU per request at one client on a
 2-core CPU (tiny RM, replica CPU per request over 4 x 600 requests, two runs of each mode taking
 turns: fp32 3.1-4.1 ms inline against 4.0-4.8 ms; bf16 4.3-4.8 against 4.5-5.0). Under load
-batches hold several requests, so they keep to the worker thread, and a forward longer than
-`inline_max_s` never blocks the loop.
+most batches hold several requests and keep to the worker thread, and a forward longer than
+`inline_max_s` never blocks the loop (GET /v1/model counted 0% inline from 16 aiohttp clients up,
+30% at 16 staggered thread clients, 0% from 64).
 """
 
 from __future__ import annotations

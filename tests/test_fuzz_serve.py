@@ -87,17 +87,16 @@ def test_replica_under_auto_precision(url):
     """`precision: auto` end to end: the replica holds its RM in `devices.serve_dtype` (bf16 on a CPU
     with bf16 hardware, else fp32) and scores like the fp32 RM within that dtype's rounding."""
     import torch
+    from test_serve import direct
 
     from frft_ray.devices import describe, serve_dtype
-    from frft_ray.models import load_reward_checkpoint, score
 
     dtype = serve_dtype("auto", torch.device("cpu"))
     info = requests.get(url + "/v1/model", timeout=10).json()
     assert info["device"] == describe(torch.device("cpu"), dtype)
     pairs = [("question 3 about cats,", " answer 21"), ("", "a response alone"), ("q", " " + "long answer " * 12)]
     r = requests.post(url + "/v1/score", json={"items": [{"prompt": p, "response": q} for p, q in pairs]}, timeout=30)
-    m = load_reward_checkpoint(info["checkpoint"])
-    fp32 = [score(m.model, m.tokenizer, [p], [q], 160).item() for p, q in pairs]
+    fp32 = direct(info["checkpoint"], pairs)
     tol = 1e-5 if dtype == torch.float32 else 0.02
     assert r.status_code == 200 and r.json()["scores"] == pytest.approx(fp32, abs=tol)
 

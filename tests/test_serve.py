@@ -99,6 +99,21 @@ def test_light_traffic_is_scored_on_the_event_loop(server, ckpts):
         assert (inline >= 4) if base == URL else (inline == 0), (base, before, after)
 
 
+@pytest.mark.parametrize("client", ["aiohttp", "threads"])
+def test_the_benchmark_load_generator_scores_every_request(server, client):
+    """benchmarks/serve_load.py, both clients, against the live endpoint: every request answered
+    with one reward per query, latencies measured."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from serve_load import load
+
+    for batch in (1, 3):
+        r = load(URL + "/get_reward", concurrency=4, per_client=3, batch=batch, client=client, queries=TEXTS[:20])
+        assert (r["requests"], r["errors"]) == (12, 0) and r["queries_s"] == pytest.approx(r["req_s"] * batch)
+        assert 0 < r["p50_ms"] <= r["p99_ms"]
+
+
 def test_openrlhf_round_trip(server, ckpts):
     queries = [p + q for p, q in PAIRS]
     expect = direct(ckpts[1], PAIRS)
