@@ -3,11 +3,12 @@
 The endpoint is the project's Serve app (`serve/`) on the tiny RM, with two replicas behind its
 stable URL (the one `frft-ray run` prints). Every `--swap-every` seconds a new version is published
 (two checkpoints, alternating; the version always grows); at half time one replica is killed with
-`ray.kill` on its actor handle and Serve starts a new one.
+`ray.kill` on its actor handle and Serve starts a new one (`--kill-every S`: one every S seconds).
 
 Client retry policy (what an RM client should do, and what OpenRLHF's does not): a connection
-error, a timeout or a 5xx is retried once after 0.2 s; a 4xx is never retried. A request counts
-as `retried` when its retry succeeded and as a `failure` when the retry failed too.
+error, a timeout, a 5xx or a 408 (the proxy's own timeout, `serve.request_timeout_s`) is retried once
+after 0.2 s; another 4xx is never retried. A request counts as `retried` when its retry succeeded
+and as a `failure` when the retry failed too.
 
 Each client sends the newest version it has seen as `X-Min-Model-Version` (read-your-version), so
 no replica answers it with an older one.
@@ -15,7 +16,8 @@ no replica answers it with an older one.
 Prints: requests, failures, retried (with why), p50/p99 latency, and the versions each client saw,
 checked to be non-decreasing per client.
 
-    python benchmarks/soak.py --seconds 120      # about 2.5 min with start-up, on a 2-core CPU
+    python benchmarks/soak.py --seconds 120                    # about 2.5 min with start-up, on a 2-core CPU
+    python benchmarks/soak.py --seconds 160 --kill-every 20    # seven kills
 """
 
 import argparse
@@ -53,7 +55,7 @@ class Client(threading.Thread):
     def __init__(self, k: int, url: str, t0: float, seconds: float):
         super().__init__(daemon=True)
         self.k, self.url, self.t0, self.deadline = k, url, t0, t0 + seconds
-        self.trouble_at: list[float] = []  # seconds after the start of each first try that failed
+        self.trouble_at: list[tuple[float, str]] = []  # (seconds after the start, why) of each first try that failed
         self.latencies: list[float] = []
         self.versions: list[int] = []
         self.failures: collections.Counter = collections.Counter()
@@ -66,7 +68,7 @@ class Client(threading.Thread):
             r = session.post(f"{self.url}/v1/score", json=body, headers=headers, timeout=30)
         except requests.RequestException as e:
             return None, type(e).__name__
-        if r.status_code >= 500:
+        if r.status_code >= 500 or r.status_code == 408:  # 408: the proxy gave up waiting (serve.request_timeout_s)
             return None, f"HTTP {r.status_code}"
         if r.status_code >= 400:
             return None, f"HTTP {r.status_code} (not retried)"
@@ -78,10 +80,10 @@ class Client(threading.Thread):
             i += 1
             body = {"items": [{"prompt": f"\n\nHuman: question {self.k}.{i}?\n\nAssistant:",
                                "response": f" answer {i * 7} about cats"}]}
-            t0 = time.perf_counter()
+            t0, sent = time.perf_counter(), time.monotonic() - self.t0
             out, why = self._once(session, body)
             if why is not None:
-                self.trouble_at.append(time.monotonic() - self.t0)
+                self.trouble_at.append((sent, why))
             if why is not None and "not retried" not in why:
                 time.sleep(0.2)
                 out, why2 = self._once(session, body)
@@ -117,6 +119,12 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--swap-every", type=float, default=10.0, help="seconds between two published versions")
     ap.add_argument("--replicas", type=int, default=2)
+    ap.add_argument("--inline-forward-ms", type=float, default=None,
+                    help="serve.inline_forward_ms for the replicas (default: the config's; 0 turns inline scoring off)")
+    ap.add_argument("--request-timeout-s", type=float, default=None,
+                    help="serve.request_timeout_s (default: the config's)")
+    ap.add_argument("--kill-every", type=float, default=None,
+                    help="kill a replica this often, from the first interval on (default: once, at half time)")
     args = ap.parse_args()
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on loopback
@@ -134,26 +142,31 @@ def main() -> int:
     ckpts = build_checkpoints(Path(tempfile.mkdtemp(prefix="frft_soak_")))
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              object_store_memory=200 * 2**20, _temp_dir="/tmp/frft_soak")
-    cfg = ServeConfig(port=PORT, replicas=args.replicas)
+    given = {"inline_forward_ms": args.inline_forward_ms, "request_timeout_s": args.request_timeout_s}
+    cfg = ServeConfig(port=PORT, replicas=args.replicas, **{k: v for k, v in given.items() if v is not None})
     url = launch.start_server(cfg, ckpts[0], version=1, app_name=APP, route_prefix="/soak",
                               placement=RolePlacement(num_cpus=0.5))
     launch.wait_for_version(url, 1, timeout_s=120)
+    kill_at = ([args.kill_every * k for k in range(1, int(args.seconds / args.kill_every))] if args.kill_every
+               else [args.seconds / 2])
     print(f"endpoint {url}: {args.replicas} replicas, {args.clients} clients for {args.seconds:.0f} s, "
-          f"a new version every {args.swap_every:.0f} s, one replica killed at {args.seconds / 2:.0f} s", flush=True)
+          f"a new version every {args.swap_every:.0f} s, a replica killed at {kill_at} s, inline_forward_ms "
+          f"{cfg.inline_forward_ms}, request_timeout_s {cfg.request_timeout_s}", flush=True)
 
     t0 = time.monotonic()
     clients = [Client(k, url, t0, args.seconds) for k in range(args.clients)]
     for c in clients:
         c.start()
-    version, killed = 1, None
+    version, killed = 1, []
     try:
         while time.monotonic() < t0 + args.seconds:
             time.sleep(min(args.swap_every, max(0.0, t0 + args.seconds - time.monotonic())))
             now = time.monotonic() - t0
-            if killed is None and now >= args.seconds / 2:
+            if kill_at and now >= kill_at[0]:
+                kill_at = [t for t in kill_at if t > now]
                 name, ns = replica_actors(APP)[0]
                 ray.kill(ray.get_actor(name, namespace=ns), no_restart=True)
-                killed = (round(now, 1), name)
+                killed.append((round(now, 1), name))
                 print(f"t={now:.0f}s killed replica {name}", flush=True)
             if now < args.seconds - 1:
                 version += 1
@@ -173,13 +186,17 @@ def main() -> int:
     total = len(lat) + sum(failures.values())
     print(f"\nrequests {total} ({total / args.seconds:.0f}/s) | ok {len(lat)} | failures {sum(failures.values())} "
           f"{dict(failures) or ''} | retried and then ok {sum(retried.values())} {dict(retried) or ''}")
-    trouble = sorted(t for c in clients for t in c.trouble_at)
-    if trouble:
-        print(f"first tries that failed: {len(trouble)}, between t={trouble[0]:.1f} s and t={trouble[-1]:.1f} s")
+    trouble = collections.defaultdict(list)  # why -> when each first try that failed was sent
+    for c in clients:
+        for t, why in c.trouble_at:
+            trouble[why].append(t)
+    for why, ts in sorted(trouble.items()):
+        print(f"first tries that failed with {why}: {len(ts)}, sent at t = "
+              + ", ".join(f"{t:.1f}" for t in sorted(ts)[:12]) + (" ..." if len(ts) > 12 else "") + " s")
     print(f"latency p50 {percentile(lat, 50) * 1e3:.0f} ms, p99 {percentile(lat, 99) * 1e3:.0f} ms "
           f"(a retried request: both tries and the pause)")
     print(f"versions published 1..{version}; distinct versions seen per client: min {min(seen)}, "
-          f"median {statistics.median(seen):.0f}, max {max(seen)}; replica killed: {killed}")
+          f"median {statistics.median(seen):.0f}, max {max(seen)}; replicas killed: {killed}")
     print("versions non-decreasing for every client: " + ("yes" if not backward else
           f"NO, {len(backward)} client(s) saw a version go back ({sum(backward.values())} step(s))"))
     return 0 if not backward else 1

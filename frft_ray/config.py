@@ -248,6 +248,10 @@ class ServeConfig(Section):
                                      "batch) score on the replica's event loop, without the worker-thread hop, when the "
                                      "last lone forward took less than this; 0 = always in the worker thread (ours)")
     max_ongoing_requests: int = Field(128, ge=1, description="requests in flight per replica before Serve queues")
+    request_timeout_s: float | None = Field(
+        60.0, gt=0, description="the proxy answers HTTP 408 to a request it has not answered within this many seconds "
+        "(Serve's request_timeout_s), so a client can retry; a request sent to a replica as it is killed can otherwise "
+        "wait for ever (docs/serve.md, Soak). None: no limit. Set when Serve starts on the Ray instance")
     access_log: bool = Field(False, description="one log line per request in the replica's Serve log (off: "
                              "about 0.2 ms of CPU per request less; errors are logged either way)")
     max_items: int = Field(256, ge=1, description="most (prompt, response) items per request (more: HTTP 413)")

@@ -139,7 +139,7 @@ def start_server(
     cur = ray.get(registry.current.remote())
     if cur is None or (version is not None and version > cur["version"]):
         publish_rm(checkpoint, version, app_name=app_name)
-    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    serve.start(http_options={"host": cfg.host, "port": cfg.port, "request_timeout_s": cfg.request_timeout_s})
     options: dict = {
         "max_ongoing_requests": cfg.max_ongoing_requests,
         "ray_actor_options": placement.ray_options(),

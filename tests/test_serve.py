@@ -82,6 +82,16 @@ def test_scores_match_direct_rm(server, ckpts):
                                                                  "wanted_version": 1, "last_error": None}
 
 
+def test_the_proxy_answers_a_stuck_request_in_bounded_time(server):
+    """serve.request_timeout_s reaches Serve's proxy (a request sent to a replica as it was killed could
+    otherwise wait for ever: docs/serve.md, Soak). Read from the Serve controller's own report."""
+    from ray.serve.context import _get_global_client
+
+    http = _get_global_client().get_serve_details()["http_options"]
+    assert http["request_timeout_s"] == ServeConfig().request_timeout_s == 60.0
+    assert (http["host"], http["port"]) == ("127.0.0.1", PORT)
+
+
 def test_light_traffic_is_scored_on_the_event_loop(server, ckpts):
     """One client, one request at a time: after the first, each lone request is scored inline (no hop to
     the worker thread), with the same scores; the auth app (inline_forward_ms=0) never does."""
