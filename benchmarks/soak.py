@@ -5,7 +5,7 @@ stable URL (the one `frft-ray run` prints). Every `--swap-every` seconds a new v
 (two checkpoints, alternating; the version always grows); at half time one replica is killed with
 `ray.kill` on its actor handle and Serve starts a new one (`--kill-every S`: one every S seconds).
 
-Client retry policy (what an RM client should do, and what OpenRLHF's does not): a connection
+Client retry policy (what an RM client should do; OpenRLHF's tries 5 times on any error): a connection
 error, a timeout, a 5xx or a 408 (the proxy's own timeout, `serve.request_timeout_s`) is retried once
 after 0.2 s; another 4xx is never retried. A request counts as `retried` when its retry succeeded
 and as a `failure` when the retry failed too.
