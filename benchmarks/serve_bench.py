@@ -261,6 +261,8 @@ def main() -> int:
                     help="load generator: aiohttp coroutines (OpenRLHF's client; the default where aiohttp is "
                          "installed, as it is with ray[default]) or a thread with requests per client")
     ap.add_argument("--batch-wait-s", type=float, help="our serve.batch_wait_timeout_s (default: ServeConfig's)")
+    ap.add_argument("--request-timeout-s", type=float, help="our serve.request_timeout_s; 0 for none (default: "
+                    "ServeConfig's)")
     ap.add_argument("--out", help="also write the results as JSON here")
     ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                     help="both servers' weights, as our replica resolves the run's `precision` (auto: bf16 on a GPU "
@@ -302,6 +304,8 @@ def main() -> int:
     cfg = ServeConfig(port=OURS_PORT)
     if args.batch_wait_s is not None:
         cfg = cfg.model_copy(update={"batch_wait_timeout_s": args.batch_wait_s})
+    if args.request_timeout_s is not None:
+        cfg = cfg.model_copy(update={"request_timeout_s": args.request_timeout_s or None})
     stable = launch.start_server(cfg, ckpts[args.rm_shape[0]], precision=args.precision,
                                  placement=RolePlacement(num_cpus=1, num_gpus=1 if gpu else 0))
     ours_url = (launch.replica_urls() or [stable])[0]
