@@ -139,12 +139,26 @@ def _interrupt(signum, frame):
 
 
 def cmd_score(args) -> int:
+    """One score. Scoring has no side effects, so a connection error, a 408 (the proxy's
+    `serve.request_timeout_s`) or a 5xx (a replica killed mid-request) is retried twice, at once and
+    1 s later (urllib3's Retry); another 4xx is not."""
     import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util import Retry
 
     token = args.token or os.environ.get("FRFT_RAY_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     body = {"items": [{"prompt": args.prompt, "response": args.response}]}
-    r = requests.post(f"{args.url.rstrip('/')}/v1/score", json=body, headers=headers, timeout=60)
+    retry = Retry(total=2, backoff_factor=0.5, status_forcelist=(408, 500, 502, 503, 504), allowed_methods={"POST"},
+                  raise_on_status=False)
+    with requests.Session() as session:
+        session.mount("http://", HTTPAdapter(max_retries=retry))
+        session.mount("https://", HTTPAdapter(max_retries=retry))
+        try:
+            r = session.post(f"{args.url.rstrip('/')}/v1/score", json=body, headers=headers, timeout=60)
+        except requests.RequestException as e:
+            print(f"frft-ray score: no answer from {args.url} after 3 tries: {type(e).__name__}", file=sys.stderr)
+            return 1
     if not r.ok:
         print(f"frft-ray score: HTTP {r.status_code}: {r.text}", file=sys.stderr)
         return 1

@@ -92,6 +92,21 @@ def test_the_proxy_answers_a_stuck_request_in_bounded_time(server):
     assert (http["host"], http["port"]) == ("127.0.0.1", PORT)
 
 
+def test_score_cli_prints_the_rms_score_and_names_what_failed(server, ckpts, capsys):
+    """`frft-ray score` end to end: the RM's score and version; a 401 (not retried) and an address where
+    nothing listens (retried, then given up) exit 1 with the reason on stderr."""
+    from frft_ray.cli import main
+
+    prompt, response = PAIRS[0]
+    assert main(["score", "--url", URL, prompt, response]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model_version"] == 1 and out["score"] == pytest.approx(direct(ckpts[1], PAIRS[:1])[0], abs=1e-5)
+    assert main(["score", "--url", server[1], prompt, response]) == 1  # the auth app, no token given
+    assert "HTTP 401" in capsys.readouterr().err
+    assert main(["score", "--url", "http://127.0.0.1:9", prompt, response]) == 1
+    assert "no answer from http://127.0.0.1:9 after 3 tries" in capsys.readouterr().err
+
+
 def test_light_traffic_is_scored_on_the_event_loop(server, ckpts):
     """One client, one request at a time: after the first, each lone request is scored inline (no hop to
     the worker thread), with the same scores; the auth app (inline_forward_ms=0) never does."""
