@@ -123,9 +123,9 @@ def inverse_cdf_sampler(temperature: float, top_k: int, top_p: float):
     variate for every vocabulary entry (3.4 ms a step at [64, 2,048] on a 2-core Xeon, 87 ms at
     [64, 50,257]: more than the tiny policy's forward). Inverse CDF draws one uniform per row: a
     demo-shaped rollout (64 prompts, 48 new tokens, 2 cores) took 0.29 s instead of 0.46 s, 1.8 s
-    instead of 5.7 s at GPT-2's vocabulary (benchmarks/sampler_bench.py). Same distribution (a token of probability 0 is never drawn), another
-    random stream: a seed gives other samples than `multinomial` did. Draws use torch's global
-    generator, so `torch.manual_seed` fixes them as before."""
+    instead of 5.7 s at GPT-2's vocabulary (benchmarks/sampler_bench.py). Same distribution (a token
+    of probability 0 is never drawn), another random stream: a seed gives other samples than
+    `multinomial` did. Draws use torch's global generator, so `torch.manual_seed` fixes them as before."""
     from transformers import (LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper,
                               TopPLogitsWarper)
 

@@ -87,7 +87,7 @@ def test_replica_under_auto_precision(url):
     """`precision: auto` end to end: the replica holds its RM in `devices.serve_dtype` (bf16 on a CPU
     with bf16 hardware, else fp32) and scores like the fp32 RM within that dtype's rounding."""
     import torch
-    from test_serve import direct
+    from serve_checkpoints import direct
 
     from frft_ray.devices import describe, serve_dtype
 

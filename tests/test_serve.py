@@ -6,6 +6,7 @@ auth, at /) and `frft_rm_auth` (bearer token, at /auth).
 """
 
 import concurrent.futures as cf
+import functools
 import json
 import math
 import os
@@ -19,28 +20,14 @@ import requests
 ray = pytest.importorskip("ray")
 from ray import serve  # noqa: E402
 
-from frft_ray.config import ModelsConfig, ServeConfig  # noqa: E402
-from frft_ray.models import build_reward_model, load_reward_checkpoint, save_checkpoint, score, train_tokenizer  # noqa: E402
+import serve_checkpoints  # noqa: E402
+from frft_ray.config import ServeConfig  # noqa: E402
 from serve import launch  # noqa: E402
+from serve_checkpoints import PAIRS, TEXTS, ckpts, direct  # noqa: E402,F401  (ckpts: a fixture)
 
 PORT = 18431
 URL = f"http://127.0.0.1:{PORT}"
 TOKEN = "s3cret-test-token"
-TEXTS = [f"question {i} about cats and dogs, answer number {i * 7} is here" for i in range(200)]
-PAIRS = [("Human: hi", " Assistant: hello there"), ("Q: 2+2?", " 4"), ("", "just a response"),
-         ("a much longer prompt about many different things", " and an answer")]
-
-
-@pytest.fixture(scope="module")
-def ckpts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rm")
-    tok = train_tokenizer(TEXTS, 512, 256)
-    paths = {}
-    for v in (1, 2, 3):
-        rm = build_reward_model(ModelsConfig(), tok, seed=v)
-        paths[v] = str(save_checkpoint(root / f"v{v}", rm, tok, None, {"version": v, "iteration": v - 1,
-                                                                       "heldout_accuracy": 0.5 + v / 10}))
-    return paths
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +47,7 @@ def server(ckpts, ray_local):  # the session's shared local Ray instance (tests/
     serve.shutdown()
 
 
-def direct(path, pairs):
-    m = load_reward_checkpoint(path)
-    return [score(m.model, m.tokenizer, [p], [r], 160).item() for p, r in pairs]
-
-
-def post(path, body=None, data=None, headers=None, base=URL):
-    return requests.post(base + path, json=body, data=data, headers=headers, timeout=30)
+post = functools.partial(serve_checkpoints.post, base=URL)  # another base= for the other apps
 
 
 def test_scores_match_direct_rm(server, ckpts):
@@ -82,7 +63,7 @@ def test_scores_match_direct_rm(server, ckpts):
                                                                  "wanted_version": 1, "last_error": None}
 
 
-def test_the_proxy_answers_a_stuck_request_in_bounded_time(server):
+def test_request_timeout_reaches_the_proxy(server):
     """serve.request_timeout_s reaches Serve's proxy (a request sent to a replica as it was killed could
     otherwise wait for ever: docs/serve.md, Soak). Read from the Serve controller's own report."""
     from ray.serve.context import _get_global_client
@@ -388,20 +369,6 @@ def test_hot_swap_under_load(server, ckpts):
     assert reqs > batches > 0, info["batching"]  # concurrent requests were merged into batches
 
 
-def test_bf16_snapshot_scores_like_fp32(ckpts):
-    """An inference snapshot in bf16 holds bf16 weights and returns fp32 floats close to the fp32 scores."""
-    import torch
-
-    from serve.scorer import load_snapshot, score_pairs
-
-    snap = load_snapshot(ckpts[1], 1, device=torch.device("cpu"), dtype=torch.bfloat16)
-    assert snap.info()["device"] == "cpu/bf16"
-    assert {p.dtype for p in snap.model.parameters()} == {torch.bfloat16}
-    scores = score_pairs(snap, [p for p, _ in PAIRS], [r for _, r in PAIRS])
-    assert all(type(s) is float for s in scores)
-    assert scores == pytest.approx(direct(ckpts[1], PAIRS), abs=0.05)
-
-
 @pytest.mark.gpu
 def test_replica_on_a_gpu_fraction_serves_in_bf16(server, ckpts):
     """placement.serve.num_gpus > 0: the replica's weights go to CUDA in bf16 (precision auto); scores stay fp32."""
@@ -418,14 +385,3 @@ def test_replica_on_a_gpu_fraction_serves_in_bf16(server, ckpts):
         assert r.json()["scores"] == pytest.approx(direct(ckpts[1], PAIRS), abs=0.05)
     finally:
         launch.stop_server("frft_rm_gpu")
-
-
-def test_run_dir_layout(tmp_path, ckpts):
-    """`frft-ray serve --run RUN_DIR` serves RUN_DIR/<RUN_DIR/latest>/rm; a missing pointer is a clear error."""
-    import shutil
-
-    with pytest.raises(FileNotFoundError, match="latest"):
-        launch.rm_checkpoint_for_run(tmp_path)
-    shutil.copytree(ckpts[2], tmp_path / "iter_001" / "rm")
-    (tmp_path / "latest").write_text("iter_001\n")
-    assert launch.rm_checkpoint_for_run(tmp_path) == (tmp_path / "iter_001" / "rm").resolve()

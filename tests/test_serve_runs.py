@@ -2,7 +2,7 @@
 app, version registry and route; a NaN score answered as a JSON error naming the item; a version
 that fails to load reported by /health and retried; a resume whose registry is ahead; the endpoint
 stopped as the run ends unless serve.keep_alive. Real HTTP on 127.0.0.1; the checkpoints are
-test_serve.py's plus a poisoned one.
+tests/serve_checkpoints.py's plus a poisoned one.
 """
 
 import logging
@@ -20,8 +20,7 @@ from frft_ray.config import ModelsConfig, RunConfig, ServeConfig  # noqa: E402
 from frft_ray.models import build_reward_model, load_tokenizer, save_checkpoint  # noqa: E402
 from frft_ray.run_state import Published, RunState  # noqa: E402
 from serve import launch  # noqa: E402
-from test_serve import PAIRS, TEXTS, direct, post  # noqa: E402,F401
-from test_serve import ckpts  # noqa: E402,F401  (fixture)
+from serve_checkpoints import PAIRS, ckpts, direct, post  # noqa: E402,F401  (ckpts: a fixture)
 
 PORT = 18433
 POISON = "~"  # a token whose embedding row is NaN in run B's RM: any text holding it scores NaN
@@ -35,7 +34,7 @@ def _cfg(**serve_kw) -> RunConfig:
 
 @pytest.fixture(scope="module")
 def runs(ckpts, tmp_path_factory, ray_local):
-    """Run folders A (test_serve's v1 RM) and B (another RM, NaN for POISON), both served on the session Ray."""
+    """Run folders A (serve_checkpoints' v1 RM) and B (another RM, NaN for POISON), both served on the session Ray."""
     root = tmp_path_factory.mktemp("runs")
     run_a, run_b = root / "run-a", root / "run-b"
     shutil.copytree(ckpts[1], run_a / "ckpt" / "rm-v0")
