@@ -91,6 +91,9 @@ class SFTConfig(Section):
     epochs: float = Field(3.0, gt=0, description="passes over the SFT data (fractions allowed)")
     lr: float = Field(1e-3, gt=0, description="SFT learning rate")
     batch_size: int = Field(32, ge=1, description="sequences per SFT optimizer step")
+    length_grouping: int = Field(
+        1, ge=1, description="n > 1: batches drawn from windows of n batches sorted by length, so they pad less (1.5x "
+        "faster demo SFT, but a worse fit: README, choices); 1 = plain shuffled batches (ours; frft_ray/algorithms/loop.py)")
     enabled: bool = Field(True, description="false: no SFT, RLHF starts from models.policy as loaded")
 
 
@@ -161,6 +164,10 @@ class RewardConfig(Section):
     lr: float = Field(5e-4, gt=0, description="learning rate of the initial RM fit")
     refit_lr: float = Field(2e-4, gt=0, description="learning rate of each FRFT refit")
     batch_size: int = Field(32, ge=1, description="pairs per optimizer step on each Ray Train worker")
+    length_grouping: int = Field(
+        16, ge=1, description="n > 1: batches drawn from windows of n batches sorted by pair length, so they pad less "
+        "(demo's initial RM 1.11x faster, same held-out accuracy: README, choices); 1 = plain shuffled batches (ours; "
+        "frft_ray/algorithms/loop.py)")
     margin: float = Field(0.0, ge=0, description="Bradley-Terry margin (0 = plain BT)")
     num_workers: int = Field(1, ge=1, description="Ray Train DDP workers")
     heldout_pairs: int = Field(500, ge=10, description="most pairs held out for RM accuracy (benchmark: <= pool/5)")

@@ -124,9 +124,11 @@ def test_rm_on_gold_relabelled_benchmark_pairs_agrees_with_gold():
     rm = build_reward_model(ModelsConfig(), btok, seed=0)  # the default tiny RM: GPT-2 L2 d128
     out = fit_reward_model(rm, btok, train, held, RewardConfig(batch_size=32), epochs=2, lr=2e-3, max_length=160, seed=0,
                            progress=False)
-    # measured with reward.dropout=0 (the default): 0.745, 0.752, 0.772, 0.748 at seeds 0-3 (with GPT-2's own
-    # dropout 0.1: 0.770, 0.752, 0.788, 0.738); 500 pairs is near this model's limit here
-    assert out["eval_accuracy"] >= 0.72, {k: v for k, v in out.items() if k != "records"}
+    # measured with the defaults (reward.dropout=0, reward.length_grouping=16, which sorts all 500 pairs by length
+    # here): 0.715, 0.780, 0.735, 0.760 at seeds 0-3 (model and schedule seeded alike); plain shuffled batches
+    # (length_grouping=1): 0.743, 0.745, 0.772, 0.748; with GPT-2's own dropout 0.1: 0.770, 0.752, 0.788, 0.738.
+    # 500 pairs is near this model's limit here
+    assert out["eval_accuracy"] >= 0.70, {k: v for k, v in out.items() if k != "records"}
 
 
 def test_bf16_autocast_fit_keeps_fp32_weights_and_learns(tok):

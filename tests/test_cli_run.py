@@ -12,8 +12,9 @@ SMALL = ["data.benchmark.sft_size=200", "data.benchmark.pool_size=400", "reward.
 
 
 def test_sft_cli_writes_a_policy_that_learned(tmp_path, capsys, one_torch_thread):
+    """Also the end-to-end run of length-grouped SFT batches (off by default)."""
     rc = main(["sft", "--config", "micro", "--set", "data.benchmark.sft_size=200", "--set", "sft.epochs=1",
-               "--out", str(tmp_path / "sft")])
+               "--set", "sft.length_grouping=4", "--out", str(tmp_path / "sft")])
     assert rc == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert metrics["loss_end"] < metrics["loss_start"]
@@ -22,9 +23,11 @@ def test_sft_cli_writes_a_policy_that_learned(tmp_path, capsys, one_torch_thread
 
 
 def test_train_rm_cli_fits_through_ray_train(ray_local, capsys):
+    """Also the end-to-end run of plain shuffled RM batches (reward.length_grouping=1; the default groups)."""
     out = Path(os.environ["FRFT_TEST_RUNS"]) / "train_rm"
     shutil.rmtree(out.parent / "train_rm", ignore_errors=True)
-    args = ["train-rm", "--config", "micro", "--out", str(out), "--set", "reward.dropout=null"]  # GPT-2's own 0.1
+    args = ["train-rm", "--config", "micro", "--out", str(out), "--set", "reward.dropout=null",  # GPT-2's own 0.1
+            "--set", "reward.length_grouping=1"]
     for s in SMALL:
         args += ["--set", s]
     assert main(args) == 0

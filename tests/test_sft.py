@@ -52,6 +52,39 @@ def test_fractional_epochs_schedule():
         FractionalEpochs(10, 4, 0, seed=0)
 
 
+def test_length_grouped_schedule_pads_less_and_keeps_the_epoch():
+    """Windows of 4 batches sorted by length: each epoch still covers every item once in as many steps,
+    each batch spans a narrow length range, batches come in random order, and the seed fixes it."""
+    rng = random.Random(0)
+    lengths = [rng.randint(5, 100) for _ in range(203)]
+    grouped = FractionalEpochs(203, 8, 2, seed=0, lengths=lengths, group=4)
+    plain = FractionalEpochs(203, 8, 2, seed=0)
+    steps = list(grouped)
+    assert len(steps) == len(list(plain)) == 2 * 26
+    for epoch in (steps[:26], steps[26:]):
+        assert sorted(j for *_, idx in epoch for j in idx) == list(range(203))
+        assert sum(len(idx) < 8 for *_, idx in epoch) == 1  # only the last window leaves a short batch
+
+    def padded(batches):
+        return sum(max(lengths[j] for j in idx) * len(idx) for *_, idx in batches)
+
+    assert padded(steps) < 0.8 * padded(plain)
+    def median_span(batches):
+        spans = sorted(max(lengths[j] for j in idx) - min(lengths[j] for j in idx) for *_, idx in batches)
+        return spans[len(spans) // 2]
+
+    assert median_span(steps) < 0.5 * median_span(plain)  # windows of 32 items: ~1/4 of the range each
+    firsts = [lengths[idx[0]] for *_, idx in steps[:26]]
+    assert firsts != sorted(firsts, reverse=True) and firsts != sorted(firsts)  # batch order shuffled
+    assert [idx for *_, idx in FractionalEpochs(203, 8, 2, seed=0, lengths=lengths, group=4)] == [i for *_, i in steps]
+    # group 1 is the plain schedule, lengths or not
+    assert [i for *_, i in FractionalEpochs(203, 8, 2, seed=0, lengths=lengths, group=1)] == [i for *_, i in plain]
+    with pytest.raises(ValueError, match="3 lengths for 203 items"):
+        FractionalEpochs(203, 8, 1, seed=0, lengths=[1, 2, 3], group=4)
+    with pytest.raises(ValueError, match="group >= 1"):
+        FractionalEpochs(203, 8, 1, seed=0, lengths=lengths, group=0)
+
+
 def test_sft_batch_masks_prompt_and_right_pads(tok):
     b = sft_batch(tok, ["What does Ada eat?\nAnswer:", "Hi"], [" Ada eats soup every day.", " yes"], max_length=64)
     p0 = len(tok("What does Ada eat?\nAnswer:")["input_ids"])

@@ -127,6 +127,12 @@ def evaluate_rm(model, tok, pairs: Sequence[PreferencePair], max_length: int, ba
     return {"accuracy": pairwise_accuracy(c, r), "loss": bt_loss(c, r).item()}
 
 
+def pair_chars(pair: PreferencePair) -> int:
+    """A pair's padded width in characters (both responses share one batch): the length key of
+    length-grouped batches, a cheap stand-in for tokens."""
+    return len(pair.prompt) + max(len(pair.chosen), len(pair.rejected))
+
+
 def _check_pairs(pairs, what: str) -> None:
     for i, p in enumerate(pairs):
         for f in ("prompt", "chosen", "rejected"):
@@ -152,7 +158,8 @@ def fit_reward_model(
     """Fit `model` (one logit per sequence) on `train_pairs` with the BT loss; AdamW, shuffled batches.
 
     From `rcfg` (the `reward` config section): `batch_size` (pairs per step), `margin` (of the
-    BT loss) and `gradient_checkpointing` (on for this fit only). `dtype` is the compute dtype of
+    BT loss), `gradient_checkpointing` (on for this fit only) and `length_grouping` (batches of
+    pairs of similar character length, `FractionalEpochs`). `dtype` is the compute dtype of
     the forward passes (autocast); the model's own weights should be fp32. `epochs` may be
     fractional (0.5 = half the shuffled pairs). Steps per epoch are
     ceil(len(train_pairs) / batch_size), so under DDP every rank must pass the same number of pairs
@@ -171,7 +178,8 @@ def fit_reward_model(
     _check_pairs(train_pairs, "train_pairs")
     t0 = time.perf_counter()
     batch_size = rcfg.batch_size
-    batches = FractionalEpochs(len(train_pairs), batch_size, epochs, seed, "rm_fit" if progress else None)
+    batches = FractionalEpochs(len(train_pairs), batch_size, epochs, seed, "rm_fit" if progress else None,
+                               lengths=[pair_chars(p) for p in train_pairs], group=rcfg.length_grouping)
     torch.manual_seed(seed)  # dropout
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     model.train()

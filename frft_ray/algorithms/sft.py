@@ -98,7 +98,8 @@ def train_sft(
 ) -> dict:
     """Fine-tune `model` on demonstrations with AdamW over shuffled batches.
 
-    From `scfg` (the `sft` config section): `epochs` (may be fractional), `lr` and `batch_size`.
+    From `scfg` (the `sft` config section): `epochs` (may be fractional), `lr`, `batch_size` and
+    `length_grouping` (batches of similar character length, `FractionalEpochs`).
     "loss_start"/"loss_end" are the mean response-token loss, in eval mode, on the same fixed
     probe (the first `probe_size` demonstrations) before and after training, so they compare.
     Also returns "steps" and "seconds". The model is left in eval mode. `dtype`: the compute dtype
@@ -110,7 +111,8 @@ def train_sft(
         raise ValueError("train_sft: no demonstrations")
     t0 = time.perf_counter()
     prompts, responses = list(prompts), list(responses)
-    batches = FractionalEpochs(len(prompts), scfg.batch_size, scfg.epochs, seed, "sft" if progress else None)
+    batches = FractionalEpochs(len(prompts), scfg.batch_size, scfg.epochs, seed, "sft" if progress else None,
+                               lengths=[len(p) + len(r) for p, r in zip(prompts, responses)], group=scfg.length_grouping)
     probe = (prompts[:probe_size], responses[:probe_size])
     loss_start = _mean_loss(model, tok, *probe, max_length, scfg.batch_size, dtype)
 
