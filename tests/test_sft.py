@@ -114,11 +114,37 @@ def test_sft_loss_equals_hf_loss_on_response_tokens(tok):
     assert ours.item() == pytest.approx(torch.log(torch.tensor(float(len(tok)))).item(), rel=0.1)  # untrained ~ uniform
 
 
+def test_head_only_sft_loss_matches_the_full_logits_loss_and_gradients(tok):
+    """The LM head on response positions only: same loss and gradients as logits at every position;
+    used for GPT-2, not for a model that caps its logits after the head (Gemma 2)."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    from frft_ray.algorithms.sft import head_on_hidden_states
+
+    model = tiny_policy(tok)
+    assert head_on_hidden_states(model, tok) and model.training  # the check leaves the mode as it was
+    p, r = demos(6, 5)
+    grads = []
+    for head_only in (False, True):
+        model.zero_grad()
+        loss = sft_loss(model.eval(), tok, p, r, 64, head_only=head_only)
+        loss.backward()
+        grads.append((loss.item(), [w.grad.clone() for w in model.parameters()]))
+    assert grads[1][0] == pytest.approx(grads[0][0], rel=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(grads[0][1], grads[1][1]))
+    capped = Gemma2ForCausalLM(Gemma2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                            num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                                            final_logit_softcapping=0.5))
+    assert not head_on_hidden_states(capped, tok)
+    out = train_sft(capped, tok, p, r, SFTConfig(epochs=1, batch_size=3), max_length=64, progress=False)
+    assert out["head_only"] is False and out["loss_end"] < out["loss_start"]
+
+
 def test_train_sft_lowers_loss(tok):
     model = tiny_policy(tok)
     p, r = demos(96, 2)
     out = train_sft(model, tok, p, r, SFTConfig(epochs=3, lr=3e-3, batch_size=16), max_length=64, seed=0, progress=False)
-    assert out["steps"] == 18
+    assert out["steps"] == 18 and out["head_only"] is True
     assert out["loss_end"] < 0.5 * out["loss_start"], out
     held_p, held_r = demos(32, 3)
     with torch.no_grad():
