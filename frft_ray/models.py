@@ -333,6 +333,20 @@ def rm_inputs(tok, prompts: list[str], responses: list[str], max_length: int) ->
     return enc
 
 
+def rm_token_ids(tok, prompts: list[str], responses: list[str], max_length: int) -> list[list[int]]:
+    """`rm_inputs`'s token ids, unpadded: a fit tokenizes its pairs once, in one call, and pads each
+    batch with `rm_collate` (one call per batch was 16% of the demo's initial RM fit)."""
+    texts = [p + r + tok.eos_token for p, r in zip(prompts, responses)]
+    return tok(texts, truncation=True, max_length=max_length)["input_ids"]
+
+
+def rm_collate(tok, rows: list[list[int]]) -> dict:
+    """Rows of `rm_token_ids` as `rm_inputs` gives them: left-padded tensors with position ids."""
+    enc = tok.pad({"input_ids": rows}, return_tensors="pt")
+    enc["position_ids"] = position_ids_from_mask(enc["attention_mask"])
+    return enc
+
+
 def rm_forward(
     model, tok, prompts: list[str], responses: list[str], max_length: int, *, position_ids: bool = True
 ) -> torch.Tensor:
@@ -346,7 +360,11 @@ def rm_forward(
     """
     if len(prompts) != len(responses):
         raise ValueError(f"rm_forward: {len(prompts)} prompts but {len(responses)} responses")
-    enc = rm_inputs(tok, prompts, responses, max_length)
+    return rm_forward_encoded(model, rm_inputs(tok, prompts, responses, max_length), position_ids=position_ids)
+
+
+def rm_forward_encoded(model, enc: dict, *, position_ids: bool = True) -> torch.Tensor:
+    """`rm_forward` of inputs already encoded (`rm_inputs` or `rm_collate`)."""
     if not position_ids:
         del enc["position_ids"]
     device = next(model.parameters()).device

@@ -16,7 +16,10 @@ from frft_ray.models import (
     load_policy_checkpoint,
     load_reward_checkpoint,
     position_ids_from_mask,
+    rm_collate,
     rm_forward,
+    rm_inputs,
+    rm_token_ids,
     save_checkpoint,
     score,
     train_tokenizer,
@@ -85,6 +88,10 @@ def test_rm_forward_is_the_scoring_path_and_positions_count_real_tokens(tok):
         assert rm_forward(rm, tok, prompts, responses, 128, position_ids=False).shape == (3,)
     with pytest.raises(ValueError, match="3 prompts but 2 responses"):
         rm_forward(rm, tok, prompts, responses[:2], 128)
+    # a fit's path: tokenized once (here with left truncation at 6 tokens), padded per batch; the same tensors
+    for limit in (128, 6):
+        once = rm_collate(tok, rm_token_ids(tok, prompts, responses, limit))
+        assert {k: v.tolist() for k, v in once.items()} == {k: v.tolist() for k, v in rm_inputs(tok, prompts, responses, limit).items()}
     mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 0, 0]])  # left- and right-padded rows
     assert position_ids_from_mask(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 2, 2]]
 

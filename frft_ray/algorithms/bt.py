@@ -6,7 +6,8 @@ This loop is short, runs identically in-process and in a Ray Train worker (where
 wraps the model in DDP and each rank passes its own shard of the pairs), and scores with
 `models.rm_forward`, the RM forward that `models.score` and the serve scorer use too. Its tokenizer
 (`models.rm_inputs`) left-truncates, so the end of the response (where the reward is read) is
-always kept. The batch schedule (shuffled, fractional epochs) is `algorithms.loop.FractionalEpochs`,
+always kept; a fit tokenizes its pairs once the same way (`models.rm_token_ids`) and pads each
+batch (`models.rm_collate`). The batch schedule (shuffled, fractional epochs) is `algorithms.loop.FractionalEpochs`,
 shared with SFT. Batch size, margin and gradient checkpointing are fixed for a run and come from
 the `reward` config section; epochs and lr differ between the initial fit and refits, so they are
 arguments.
@@ -36,7 +37,7 @@ from frft_ray.algorithms.loop import FractionalEpochs
 from frft_ray.config import RewardConfig
 from frft_ray.data.records import PreferencePair
 from frft_ray.devices import autocast, describe
-from frft_ray.models import rm_forward
+from frft_ray.models import rm_collate, rm_forward, rm_forward_encoded, rm_token_ids
 
 
 def bt_loss(chosen_r: torch.Tensor, rejected_r: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
@@ -101,6 +102,14 @@ def _pair_rewards(model, tok, pairs: Sequence[PreferencePair], max_length: int,
         r = rm_forward(model, tok, prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs],
                        max_length)
     n = len(pairs)
+    return r[:n], r[n:]
+
+
+def _batch_rewards(model, tok, rows: list[list[int]], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_pair_rewards` of pretokenized rows (`models.rm_token_ids`): n chosen, then n rejected."""
+    with autocast(_device(model), dtype):
+        r = rm_forward_encoded(model, rm_collate(tok, rows))
+    n = len(rows) // 2
     return r[:n], r[n:]
 
 
@@ -177,6 +186,9 @@ def fit_reward_model(
         raise ValueError(f"fit_reward_model: need epochs > 0 and lr > 0 (got epochs={epochs}, lr={lr})")
     _check_pairs(train_pairs, "train_pairs")
     t0 = time.perf_counter()
+    n = len(train_pairs)
+    ids = rm_token_ids(tok, [p.prompt for p in train_pairs] * 2,
+                       [p.chosen for p in train_pairs] + [p.rejected for p in train_pairs], max_length)
     batch_size = rcfg.batch_size
     batches = FractionalEpochs(len(train_pairs), batch_size, epochs, seed, "rm_fit" if progress else None,
                                lengths=[pair_chars(p) for p in train_pairs], group=rcfg.length_grouping)
@@ -190,7 +202,7 @@ def fit_reward_model(
     records: list[dict] = []
     try:
         for step, epoch, idx in batches:
-            c, r = _pair_rewards(model, tok, [train_pairs[j] for j in idx], max_length, dtype)
+            c, r = _batch_rewards(model, tok, [ids[j] for j in idx] + [ids[n + j] for j in idx], dtype)
             loss = bt_loss(c, r, rcfg.margin)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -24,25 +24,31 @@ from frft_ray.models import position_ids_from_mask
 IGNORE = -100
 
 
-def sft_batch(tok, prompts: Sequence[str], responses: Sequence[str], max_length: int) -> dict:
-    """Right-padded input_ids / attention_mask / position_ids / labels for prompt+response+EOS.
-
-    Too long: the response is kept (cut on the right only if it alone exceeds `max_length`) and
-    the prompt is cut on the left, like generation cuts prompts.
-    """
+def sft_tokens(tok, prompts: Sequence[str], responses: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
+    """Prompt ids (with the tokenizer's special tokens) and response ids + EOS, each side in one
+    batched call; `train_sft` tokenizes its demonstrations once, not once per epoch."""
     if len(prompts) != len(responses):
         raise ValueError(f"sft: {len(prompts)} prompts but {len(responses)} responses")
     if not prompts:
         raise ValueError("sft: empty batch")
+    r_ids = tok(list(responses), add_special_tokens=False)["input_ids"]
+    return tok(list(prompts))["input_ids"], [r + [tok.eos_token_id] for r in r_ids]
+
+
+def sft_collate(p_ids: Sequence[list[int]], r_ids: Sequence[list[int]], max_length: int, pad_id: int) -> dict:
+    """Right-padded input_ids / attention_mask / position_ids / labels for tokenized prompt+response+EOS.
+
+    Too long: the response is kept (cut on the right only if it alone exceeds `max_length`) and
+    the prompt is cut on the left, like generation cuts prompts.
+    """
     rows, labels = [], []
-    for p, r in zip(prompts, responses):
-        p_ids = tok(p)["input_ids"]
-        r_ids = (tok(r, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])[:max_length]
-        p_ids = p_ids[len(p_ids) - (max_length - len(r_ids)) :] if len(p_ids) + len(r_ids) > max_length else p_ids
-        rows.append(p_ids + r_ids)
-        labels.append([IGNORE] * len(p_ids) + r_ids)
+    for p, r in zip(p_ids, r_ids):
+        r = r[:max_length]
+        p = p[len(p) - (max_length - len(r)) :] if len(p) + len(r) > max_length else p
+        rows.append(p + r)
+        labels.append([IGNORE] * len(p) + r)
     width = max(len(x) for x in rows)
-    ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     lab = torch.full((len(rows), width), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, (x, y) in enumerate(zip(rows, labels)):
@@ -51,6 +57,11 @@ def sft_batch(tok, prompts: Sequence[str], responses: Sequence[str], max_length:
         mask[i, : len(x)] = 1
     pos = position_ids_from_mask(mask)
     return {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "labels": lab}
+
+
+def sft_batch(tok, prompts: Sequence[str], responses: Sequence[str], max_length: int) -> dict:
+    """`sft_collate` of `sft_tokens`: one batch from texts."""
+    return sft_collate(*sft_tokens(tok, prompts, responses), max_length, tok.pad_token_id)
 
 
 def head_on_hidden_states(model, tok) -> bool:
@@ -86,8 +97,13 @@ def sft_loss(model, tok, prompts: Sequence[str], responses: Sequence[str], max_l
     `head_only` (where `head_on_hidden_states` holds): the LM head runs on the hidden states
     that predict a response token only, not on prompt and padding positions; the same loss.
     """
+    return batch_loss(model, sft_batch(tok, prompts, responses, max_length), dtype, head_only)
+
+
+def batch_loss(model, batch: dict, dtype: torch.dtype = torch.float32, head_only: bool = False) -> torch.Tensor:
+    """`sft_loss` of a batch from `sft_collate`."""
     device = next(model.parameters()).device
-    b = {k: v.to(device) for k, v in sft_batch(tok, prompts, responses, max_length).items()}
+    b = {k: v.to(device) for k, v in batch.items()}
     inputs = {k: b[k] for k in ("input_ids", "attention_mask", "position_ids")}
     targets = b["labels"][:, 1:]
     keep = targets != IGNORE
@@ -103,15 +119,14 @@ def sft_loss(model, tok, prompts: Sequence[str], responses: Sequence[str], max_l
 
 
 @torch.no_grad()
-def _mean_loss(model, tok, prompts, responses, max_length, batch_size, dtype, head_only) -> float:
+def _mean_loss(model, collate, n: int, batch_size: int, dtype, head_only) -> float:
+    """Mean over the first n demonstrations of each batch's loss, weighted by its size; eval mode."""
     was_training = model.training
     model.eval()
-    total, n = 0.0, 0
-    for i in range(0, len(prompts), batch_size):
-        k = len(prompts[i : i + batch_size])
-        total += sft_loss(model, tok, prompts[i : i + batch_size], responses[i : i + batch_size], max_length, dtype,
-                          head_only).item() * k
-        n += k
+    total = 0.0
+    for i in range(0, n, batch_size):
+        idx = list(range(i, min(i + batch_size, n)))
+        total += batch_loss(model, collate(idx), dtype, head_only).item() * len(idx)
     model.train(was_training)
     return total / n
 
@@ -136,8 +151,9 @@ def train_sft(
     `length_grouping` (batches of similar character length, `FractionalEpochs`).
     "loss_start"/"loss_end" are the mean response-token loss, in eval mode, on the same fixed
     probe (the first `probe_size` demonstrations) before and after training, so they compare.
-    Also returns "steps", "seconds" and "head_only" (`sft_loss`'s; None: `head_on_hidden_states`). The model is left in eval mode. `dtype`: the compute dtype
-    of forward passes (autocast); weights and AdamW state stay fp32.
+    Also returns "steps", "seconds" and "head_only" (`sft_loss`'s; None: `head_on_hidden_states`).
+    The model is left in eval mode. `dtype`: the compute dtype of forward passes (autocast); weights
+    and AdamW state stay fp32. The demonstrations are tokenized once (`sft_tokens`).
     """
     if len(prompts) != len(responses):
         raise ValueError(f"train_sft: {len(prompts)} prompts but {len(responses)} responses")
@@ -147,21 +163,26 @@ def train_sft(
     prompts, responses = list(prompts), list(responses)
     batches = FractionalEpochs(len(prompts), scfg.batch_size, scfg.epochs, seed, "sft" if progress else None,
                                lengths=[len(p) + len(r) for p, r in zip(prompts, responses)], group=scfg.length_grouping)
-    probe = (prompts[:probe_size], responses[:probe_size])
+    p_ids, r_ids = sft_tokens(tok, prompts, responses)
+
+    def collate(idx):
+        return sft_collate([p_ids[j] for j in idx], [r_ids[j] for j in idx], max_length, tok.pad_token_id)
+
+    probe = min(probe_size, len(prompts))
     head_only = head_on_hidden_states(model, tok) if head_only is None else head_only
-    loss_start = _mean_loss(model, tok, *probe, max_length, scfg.batch_size, dtype, head_only)
+    loss_start = _mean_loss(model, collate, probe, scfg.batch_size, dtype, head_only)
 
     torch.manual_seed(seed)  # dropout
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=scfg.lr)
     model.train()
     for _, _, idx in batches:
-        loss = sft_loss(model, tok, [prompts[j] for j in idx], [responses[j] for j in idx], max_length, dtype, head_only)
+        loss = batch_loss(model, collate(idx), dtype, head_only)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if progress:
             batches.show(loss=loss.item())
-    loss_end = _mean_loss(model, tok, *probe, max_length, scfg.batch_size, dtype, head_only)
+    loss_end = _mean_loss(model, collate, probe, scfg.batch_size, dtype, head_only)
     model.eval()
     return {"loss_start": loss_start, "loss_end": loss_end, "steps": batches.total_steps, "seconds": time.perf_counter() - t0,
             "head_only": head_only}
