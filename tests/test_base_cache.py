@@ -54,7 +54,8 @@ def test_a_second_run_reuses_the_first_runs_sft_and_initial_rm(ray_local, tmp_pa
     assert second["sft"] == first["sft"] and second["initial_rm"] == first["initial_rm"]
     assert second["gold_reward"] == first["gold_reward"]  # SFT and vanilla, bit for bit
     assert second["curves"] == first["curves"]
-    assert len(second["curves"]["vanilla"]["kl"]) == 2 and second["curves"]["vanilla"]["kl"][-1] > 0  # its own PPO ran
+    # its own PPO ran: after one update the policy is off its reference (a sampled KL estimate may be < 0)
+    assert len(second["curves"]["vanilla"]["kl"]) == 2 and second["curves"]["vanilla"]["kl"][-1] != 0
     assert not {"sft", "rm_fit", "base"} & set(second["timing_s"])  # it spent no time on them
     for part in ("sft", "rm-v0"):  # the run folder stands alone: no links out to the cache
         folder = second_dir / "ckpt" / part
