@@ -86,17 +86,18 @@ def run_rm(cfg, pairs, heldout, tok, group: int, seed: int) -> dict:
             "quality": m["eval_accuracy"], "eval_loss": m["eval_loss"]}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=None, help="run config (default: the demo)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--group", type=int, default=16, help="the grouped setting's length_grouping")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="2 SFT epochs, 4,000 RM pairs, seed 0 only")
+    ap.add_argument("--pairs", type=int, default=None, help="the first N of the initial RM's pairs (default: all)")
     ap.add_argument("--parts", default="sft,rm")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a config override for both settings, e.g. --set sft.epochs=4")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
 
     from frft_ray.config import load_config
     from frft_ray.models import train_tokenizer
@@ -108,7 +109,7 @@ def main() -> None:
     cfg = load_config(a.config, (["sft.epochs=2"] if a.quick else []) + a.set)
     data = prepare_run_data(cfg)
     tok = train_tokenizer(data.tokenizer_corpus(), cfg.models.tiny.vocab_size, cfg.models.max_length)
-    pairs = initial_rm_pairs(cfg, data)[: 4000 if a.quick else None]
+    pairs = initial_rm_pairs(cfg, data)[: a.pairs or (4000 if a.quick else None)]
     print(f"threads {a.threads}, seeds {seeds}, grouped = length_grouping {a.group}; SFT {len(data.sft_prompts)} "
           f"demos x {cfg.sft.epochs} epochs, RM {len(pairs)} pairs x {cfg.reward.init_epochs} epoch, "
           f"{len(data.heldout)} held out", flush=True)

@@ -21,13 +21,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=None, help="run config (default: the demo)")
     ap.add_argument("--epochs", type=float, default=None, help="SFT epochs (default: the config's)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
 
     from frft_ray.algorithms.sft import IGNORE, sft_batch, train_sft
     from frft_ray.config import load_config

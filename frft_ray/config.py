@@ -92,8 +92,9 @@ class SFTConfig(Section):
     lr: float = Field(1e-3, gt=0, description="SFT learning rate")
     batch_size: int = Field(32, ge=1, description="sequences per SFT optimizer step")
     length_grouping: int = Field(
-        1, ge=1, description="n > 1: batches drawn from windows of n batches sorted by length, so they pad less (1.5x "
-        "faster demo SFT, but a worse fit: README, choices); 1 = plain shuffled batches (ours; frft_ray/algorithms/loop.py)")
+        1, ge=1, description="n > 1: batches drawn from windows of n batches sorted by length, so they pad less "
+        "(1.5x faster demo SFT, but a worse fit: README, choices); 1 = plain shuffled batches (ours; "
+        "frft_ray/algorithms/loop.py)")
     enabled: bool = Field(True, description="false: no SFT, RLHF starts from models.policy as loaded")
 
 

@@ -82,7 +82,8 @@ def head_on_hidden_states(model, tok) -> bool:
         with torch.no_grad():
             full = model(**inputs, use_cache=False).logits
             hidden = base(**inputs, use_cache=False).last_hidden_state
-            return full.shape == (*hidden.shape[:2], full.shape[-1]) and torch.allclose(head(hidden), full, atol=1e-5, rtol=1e-4)
+            same_shape = full.shape == (*hidden.shape[:2], full.shape[-1])
+            return same_shape and torch.allclose(head(hidden), full, atol=1e-5, rtol=1e-4)
     except (TypeError, AttributeError, ValueError):  # a base model without these inputs or outputs
         return False
     finally:
@@ -161,8 +162,9 @@ def train_sft(
         raise ValueError("train_sft: no demonstrations")
     t0 = time.perf_counter()
     prompts, responses = list(prompts), list(responses)
+    lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
     batches = FractionalEpochs(len(prompts), scfg.batch_size, scfg.epochs, seed, "sft" if progress else None,
-                               lengths=[len(p) + len(r) for p, r in zip(prompts, responses)], group=scfg.length_grouping)
+                               lengths=lengths, group=scfg.length_grouping)
     p_ids, r_ids = sft_tokens(tok, prompts, responses)
 
     def collate(idx):
@@ -184,5 +186,5 @@ def train_sft(
             batches.show(loss=loss.item())
     loss_end = _mean_loss(model, collate, probe, scfg.batch_size, dtype, head_only)
     model.eval()
-    return {"loss_start": loss_start, "loss_end": loss_end, "steps": batches.total_steps, "seconds": time.perf_counter() - t0,
-            "head_only": head_only}
+    return {"loss_start": loss_start, "loss_end": loss_end, "steps": batches.total_steps,
+            "seconds": time.perf_counter() - t0, "head_only": head_only}
