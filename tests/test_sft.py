@@ -132,9 +132,13 @@ def test_head_only_sft_loss_matches_the_full_logits_loss_and_gradients(tok):
         grads.append((loss.item(), [w.grad.clone() for w in model.parameters()]))
     assert grads[1][0] == pytest.approx(grads[0][0], rel=1e-6)
     assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(grads[0][1], grads[1][1]))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    head_on_hidden_states(model, tok)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the check's scaling undone
+    # Gemma 2's default soft cap (30): random-init logits are far below it, the check's scaled head is not
     capped = Gemma2ForCausalLM(Gemma2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                            num_attention_heads=2, num_key_value_heads=1, head_dim=16,
-                                            final_logit_softcapping=0.5))
+                                            num_attention_heads=2, num_key_value_heads=1, head_dim=16))
+    assert capped.config.final_logit_softcapping == 30.0
     assert not head_on_hidden_states(capped, tok)
     out = train_sft(capped, tok, p, r, SFTConfig(epochs=1, batch_size=3), max_length=64, progress=False)
     assert out["head_only"] is False and out["loss_end"] < out["loss_start"]
