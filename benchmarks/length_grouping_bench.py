@@ -37,13 +37,11 @@ def padded_tokens(tok, batches, rows_of, max_length: int) -> tuple[int, int]:
 
 
 def ci95(xs: list[float]) -> str:
-    m = statistics.mean(xs)
-    if len(xs) < 2:
-        return f"{m:.4f}"
-    from scipy import stats
+    """Mean (Student-t 95% interval over seeds), or the value alone for one seed."""
+    from frft_ray.evaluation import mean_ci
 
-    h = stats.t.ppf(0.975, len(xs) - 1) * statistics.stdev(xs) / len(xs) ** 0.5
-    return f"{m:.4f} ({m - h:.4f}-{m + h:.4f})"
+    m = mean_ci(xs, small_sample=True)
+    return f"{m['mean']:.4f}" if len(xs) < 2 else f"{m['mean']:.4f} ({m['ci95'][0]:.4f}-{m['ci95'][1]:.4f})"
 
 
 def run_sft(cfg, data, tok, group: int, seed: int) -> dict:
