@@ -325,10 +325,15 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def _rm_texts(tok, prompts: list[str], responses: list[str]) -> list[str]:
+    """What the RM reads: prompt + response + EOS."""
+    return [p + r + tok.eos_token for p, r in zip(prompts, responses)]
+
+
 def rm_inputs(tok, prompts: list[str], responses: list[str], max_length: int) -> dict:
     """Tokenize prompt+response(+EOS) for the RM, left-padded and left-truncated (the response end is kept)."""
-    texts = [p + r + tok.eos_token for p, r in zip(prompts, responses)]
-    enc = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+    enc = tok(_rm_texts(tok, prompts, responses), return_tensors="pt", padding=True, truncation=True,
+              max_length=max_length)
     enc["position_ids"] = position_ids_from_mask(enc["attention_mask"])
     return enc
 
@@ -336,8 +341,7 @@ def rm_inputs(tok, prompts: list[str], responses: list[str], max_length: int) ->
 def rm_token_ids(tok, prompts: list[str], responses: list[str], max_length: int) -> list[list[int]]:
     """`rm_inputs`'s token ids, unpadded: a fit tokenizes its pairs once, in one call, and pads each
     batch with `rm_collate` (one call per batch was 16% of the demo's initial RM fit)."""
-    texts = [p + r + tok.eos_token for p, r in zip(prompts, responses)]
-    return tok(texts, truncation=True, max_length=max_length)["input_ids"]
+    return tok(_rm_texts(tok, prompts, responses), truncation=True, max_length=max_length)["input_ids"]
 
 
 def rm_collate(tok, rows: list[list[int]]) -> dict:

@@ -3,11 +3,12 @@
 Why not TRL's `RewardTrainer`: it works here, but it brings the HF Trainer's own device, precision
 (bf16 by default) and checkpoint policies, and needs a separate wrapper to run under Ray Train.
 This loop is short, runs identically in-process and in a Ray Train worker (where `prepare_model`
-wraps the model in DDP and each rank passes its own shard of the pairs), and scores with
-`models.rm_forward`, the RM forward that `models.score` and the serve scorer use too. Its tokenizer
-(`models.rm_inputs`) left-truncates, so the end of the response (where the reward is read) is
-always kept; a fit tokenizes its pairs once the same way (`models.rm_token_ids`) and pads each
-batch (`models.rm_collate`). The batch schedule (shuffled, fractional epochs) is `algorithms.loop.FractionalEpochs`,
+wraps the model in DDP and each rank passes its own shard of the pairs), and scores with the RM
+forward that `models.score` and the serve scorer use too (`models.rm_forward_encoded`, which
+`models.rm_forward` calls). It tokenizes its pairs once (`models.rm_token_ids`) and pads each batch
+(`models.rm_collate`): the same tensors as `models.rm_inputs`, which left-truncates, so the end of
+the response (where the reward is read) is always kept. The batch schedule (shuffled, fractional
+epochs, length-grouped by `length_grouping`) is `algorithms.loop.FractionalEpochs`,
 shared with SFT. Batch size, margin and gradient checkpointing are fixed for a run and come from
 the `reward` config section; epochs and lr differ between the initial fit and refits, so they are
 arguments.
@@ -37,7 +38,7 @@ from frft_ray.algorithms.loop import FractionalEpochs
 from frft_ray.config import RewardConfig
 from frft_ray.data.records import PreferencePair
 from frft_ray.devices import autocast, describe
-from frft_ray.models import rm_collate, rm_forward, rm_forward_encoded, rm_token_ids
+from frft_ray.models import rm_collate, rm_forward_encoded, rm_token_ids
 
 
 def bt_loss(chosen_r: torch.Tensor, rejected_r: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
@@ -93,24 +94,22 @@ def _set_checkpointing(model, on: bool) -> None:
         m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def _pair_rewards(model, tok, pairs: Sequence[PreferencePair], max_length: int,
-                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Score chosen and rejected of every pair in one forward pass of the concatenated batch (2n rows);
-    the forward runs under autocast to `dtype`, the rewards come back fp32."""
+def _pair_token_ids(tok, pairs: Sequence[PreferencePair], max_length: int) -> list[list[int]]:
+    """Token ids of every pair's chosen row, then every pair's rejected row (`models.rm_token_ids`),
+    in one tokenizer call: row j is pair j's chosen, row n + j its rejected."""
     prompts = [p.prompt for p in pairs]
-    with autocast(_device(model), dtype):
-        r = rm_forward(model, tok, prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs],
-                       max_length)
-    n = len(pairs)
-    return r[:n], r[n:]
+    return rm_token_ids(tok, prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs], max_length)
 
 
-def _batch_rewards(model, tok, rows: list[list[int]], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """`_pair_rewards` of pretokenized rows (`models.rm_token_ids`): n chosen, then n rejected."""
+def _pair_rewards(model, tok, ids: list[list[int]], idx: Sequence[int],
+                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chosen and rejected rewards of pairs `idx` (rows of `_pair_token_ids`) in one forward pass of
+    the concatenated batch (2 x len(idx) rows); the forward runs under autocast to `dtype`, the
+    rewards come back fp32."""
+    n = len(ids) // 2
     with autocast(_device(model), dtype):
-        r = rm_forward_encoded(model, rm_collate(tok, rows))
-    n = len(rows) // 2
-    return r[:n], r[n:]
+        r = rm_forward_encoded(model, rm_collate(tok, [ids[j] for j in idx] + [ids[n + j] for j in idx]))
+    return r[: len(idx)], r[len(idx) :]
 
 
 @torch.no_grad()
@@ -126,9 +125,10 @@ def evaluate_rm(model, tok, pairs: Sequence[PreferencePair], max_length: int, ba
     m = _unwrap(model)
     was_training = m.training
     m.eval()
+    ids = _pair_token_ids(tok, pairs, max_length)
     cs, rs = [], []
     for i in range(0, len(pairs), batch_size):
-        c, r = _pair_rewards(m, tok, pairs[i : i + batch_size], max_length, dtype)
+        c, r = _pair_rewards(m, tok, ids, range(i, min(i + batch_size, len(pairs))), dtype)
         cs.append(c)
         rs.append(r)
     m.train(was_training)
@@ -186,9 +186,7 @@ def fit_reward_model(
         raise ValueError(f"fit_reward_model: need epochs > 0 and lr > 0 (got epochs={epochs}, lr={lr})")
     _check_pairs(train_pairs, "train_pairs")
     t0 = time.perf_counter()
-    n = len(train_pairs)
-    ids = rm_token_ids(tok, [p.prompt for p in train_pairs] * 2,
-                       [p.chosen for p in train_pairs] + [p.rejected for p in train_pairs], max_length)
+    ids = _pair_token_ids(tok, train_pairs, max_length)
     batch_size = rcfg.batch_size
     batches = FractionalEpochs(len(train_pairs), batch_size, epochs, seed, "rm_fit" if progress else None,
                                lengths=[pair_chars(p) for p in train_pairs], group=rcfg.length_grouping)
@@ -202,7 +200,7 @@ def fit_reward_model(
     records: list[dict] = []
     try:
         for step, epoch, idx in batches:
-            c, r = _batch_rewards(model, tok, [ids[j] for j in idx] + [ids[n + j] for j in idx], dtype)
+            c, r = _pair_rewards(model, tok, ids, idx, dtype)
             loss = bt_loss(c, r, rcfg.margin)
             opt.zero_grad(set_to_none=True)
             loss.backward()
