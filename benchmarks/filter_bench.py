@@ -56,7 +56,7 @@ def best_of(repeats: int, fn, device: torch.device) -> float:
     return min(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20_000, help="pool pairs")
     ap.add_argument("--g", type=int, default=2_048, help="generations")
@@ -64,7 +64,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--chunk-size", type=int, default=FilterConfig().chunk_size, help="filter.chunk_size")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     device = torch.device(args.device)
     rng = np.random.default_rng(0)
     chosen, gen = unit(rng, args.n, args.d), unit(rng, args.g, args.d)

@@ -241,7 +241,7 @@ class Bench:
         self.report("embed", res)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
@@ -262,7 +262,7 @@ def main() -> int:
     ap.add_argument("--embedder", default="bundled", help="Sentence-BERT: 'bundled' or a folder")
     ap.add_argument("--no-warmup", dest="warmup", action="store_false")
     ap.add_argument("--json", help="write the results here")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     b = Bench(a)
     name = torch.cuda.get_device_name() if b.device.type == "cuda" else "cpu"
     print(f"device {name} | torch {torch.__version__} | shape {a.shape} | precision {a.precision} -> {b.dtype}")

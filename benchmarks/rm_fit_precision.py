@@ -54,7 +54,7 @@ def build(shape: dict, tok, length: int, device: torch.device):
     return GPT2ForSequenceClassification(cfg).to(device)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from frft_ray.algorithms.bt import fit_reward_model
     from frft_ray.config import RewardConfig
     from frft_ray.devices import compute_dtype
@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=512, help="tokens per sequence")
     ap.add_argument("--steps", type=int, default=8, help="timed steps per mode (after 2 warm-up steps)")
     ap.add_argument("--modes", default=",".join(MODES))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     pairs, tok = pairs_and_tokenizer(args.batch * args.steps, args.length)
     print(f"device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, shape {args.shape}, "

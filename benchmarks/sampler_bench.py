@@ -37,14 +37,14 @@ def rollout(policy, ids, mask, new_tokens: int, ours: bool) -> torch.Tensor:
     return rec.logprobs(out.shape[1] - ids.shape[1])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=48)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.set_num_threads(args.threads)
