@@ -31,16 +31,30 @@ def reset_peak() -> None:
         pass  # elsewhere the peak is the process's lifetime peak (ru_maxrss)
 
 
-def peak_rss_gb() -> float:
+def _proc_status_gb(field: str) -> float | None:
+    """A memory line of /proc/self/status (Linux) in GB, or None elsewhere. No psutil: a bare GPU node
+    (the offline bundle) may not have it."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return round(int(line.split()[1]) * 1024 / GB, 3)
     except OSError:
         pass
+    return None
+
+
+def peak_rss_gb() -> float:
+    peak = _proc_status_gb("VmHWM")
+    if peak is not None:
+        return peak
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB, 3)
+
+
+def rss_gb() -> float | None:
+    """This process's resident memory now, in GB (None where /proc is not)."""
+    return _proc_status_gb("VmRSS")
 
 
 def measured(fn):
@@ -91,13 +105,11 @@ def receiver_class():
             self.model = random_policy(shape, "cpu")
 
         def load(self, packed) -> dict:
-            import psutil
-
             from frft_ray.weight_pack import bucket_tensors, unpack_into
 
             t0 = time.perf_counter()
             unpack_into(self.model.state_dict(), packed.entries, bucket_tensors(packed))
-            return {"load_s": time.perf_counter() - t0, "rss_gb": round(psutil.Process().memory_info().rss / GB, 3),
+            return {"load_s": time.perf_counter() - t0, "rss_gb": rss_gb(),
                     "peak_gb": peak_rss_gb()}
 
     return Receiver
