@@ -99,7 +99,9 @@ class ArmTrainer:
     # ------------------------------------------------------------ one iteration, in order
     def sample_policy(self, it: int) -> None:
         """Start iteration `it`: resize the rollout pool if `frft-ray scale` asked, then freeze the
-        policy and sample `rollout.filter_prompts` prompts (plus a second sample for on-policy pairs)."""
+        policy and sample it: frft on `rollout.filter_prompts` prompts (what it filters on), and, with a
+        gold reward, a second sample of the first `eval.onpolicy_pairs` of them for on-policy pairs.
+        Arms that do not filter sample only those pairs (nothing without gold)."""
         cfg = self.cfg
         self.it, self.timer = it, PhaseTimer()
         self.restarts_before = self.pool.restarts  # rollout workers restored after a crash, counted per iteration
@@ -114,10 +116,14 @@ class ArmTrainer:
         prompts *= cfg.rollout.samples_per_prompt
         self.samples = self.samples_b = None
         if not self.oracle:  # the oracle has no RM to refit or measure
+            seed_a, seed_b = (int(self.rng.integers(1 << 30)) for _ in range(2))  # drawn alike for every arm
+            # frft filters on all G samples; the first `eval.onpolicy_pairs` of them, with a second sample of
+            # the same prompts, measure the RM on the policy's own pairs, which only a gold reward can orient
+            measured = prompts[: cfg.eval.onpolicy_pairs] if self.data.gold is not None else []
+            wanted = prompts if self.arm == "frft" else measured  # vanilla, random_refit: only to measure
             with self.timer("generate"):
-                self.samples = self.pool.generate(prompts, seed=int(self.rng.integers(1 << 30)))
-                self.samples_b = self.pool.generate(prompts[: cfg.eval.onpolicy_pairs],
-                                                    seed=int(self.rng.integers(1 << 30)))
+                self.samples = self.pool.generate(wanted, seed=seed_a) if wanted else None
+                self.samples_b = self.pool.generate(measured, seed=seed_b) if measured else None
         self.record = IterationRecord(arm=self.arm, iteration=it, path=self.run.rel(self.iter_dir),
                                       rollout_workers=self.pool.size, samples=len(self.samples or []))
 

@@ -34,7 +34,7 @@ class IterationRecord:
     iteration: int
     path: str  # the iteration's checkpoint folder, relative to the run folder
     rollout_workers: int
-    samples: int  # generations sampled from the frozen policy for filtering
+    samples: int  # generations from the frozen policy at the start (frft: to filter on; others: to measure the RM)
     records: int = 0  # pairs the RM of this iteration was (re)fit on
     selection: dict | None = None  # filtering.Selection.to_dict() of a refit arm
     rm_version: int = 0
