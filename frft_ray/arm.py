@@ -180,8 +180,14 @@ class ArmTrainer:
         rec.rm_version, rec.score_scale = self.rm_version, self.score_scale
         if self.oracle:
             return
+        # the held-out pairs do not change, so an RM kept from the last iteration (vanilla; a refit that
+        # selected too few pairs) keeps its held-out accuracies: only the new samples are measured
+        last = self.state.last
+        kept = last is not None and last.rm_version == self.rm_version
         with self.timer("rm_eval"):
-            acc = phases.rm_truth_accuracy(self.learner, self.data, self.samples, self.samples_b)
+            acc = phases.rm_truth_accuracy(self.learner, self.data, self.samples, self.samples_b, heldout=not kept)
+        if kept:
+            acc["rm_heldout_gold"], acc["rm_heldout_policy_like"] = last.rm_heldout_gold, last.rm_heldout_policy_like
         rec.rm_on_policy, rec.rm_heldout_gold = acc["rm_on_policy"], acc["rm_heldout_gold"]
         rec.rm_heldout_policy_like = acc["rm_heldout_policy_like"]
 

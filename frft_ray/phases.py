@@ -194,14 +194,17 @@ def rm_score_spread(learner, data: RunData) -> float:
     return float(np.std(ray.get(learner.score.remote(*spread_texts(data)))))
 
 
-def rm_truth_accuracy(learner, data: RunData, samples_a, samples_b) -> dict:
+def rm_truth_accuracy(learner, data: RunData, samples_a, samples_b, heldout: bool = True) -> dict:
     """The current RM's accuracy against the truth: on the policy's own samples (pairs judged by the gold
-    reward) and on held-out pairs re-oriented by gold (all, and the policy-like ones). None without gold."""
+    reward) and, with `heldout`, on held-out pairs re-oriented by gold (all, and the policy-like ones).
+    None where not measured, and everywhere without gold."""
     out = {"rm_on_policy": None, "rm_heldout_gold": None, "rm_heldout_policy_like": None}
     if data.gold is None:
         return out
-    for key, pairs in (("rm_on_policy", onpolicy_pairs(data, samples_a, samples_b)),
-                       ("rm_heldout_gold", data.heldout_gold), ("rm_heldout_policy_like", data.heldout_policy_like)):
+    sets = [("rm_on_policy", onpolicy_pairs(data, samples_a, samples_b))]
+    if heldout:
+        sets += [("rm_heldout_gold", data.heldout_gold), ("rm_heldout_policy_like", data.heldout_policy_like)]
+    for key, pairs in sets:
         if pairs:
             out[key] = ray.get(learner.rm_accuracy.remote(pairs))["accuracy"]
     return out

@@ -74,7 +74,7 @@ def test_micro_run_writes_checkpoints_metrics_and_summary(micro_run):
 
 @pytest.mark.slow
 def test_rm_accuracy_above_chance(micro_run):
-    _, _, s = micro_run
+    cfg, run_dir, s = micro_run
     # against the data's own (noisy, biased) labels, every RM beats a coin
     assert s["initial_rm"]["heldout"] > 0.5
     for acc in s["rm_accuracy"]["frft"]:
@@ -82,6 +82,12 @@ def test_rm_accuracy_above_chance(micro_run):
     # accuracies against the truth (gold reward) are reported for every RM
     for acc in [s["rm_accuracy"]["vanilla"], *s["rm_accuracy"]["frft"]]:
         assert 0 <= acc["on_policy"] <= 1 and 0 <= acc["heldout_gold"] <= 1
+    # vanilla keeps one RM: its held-out accuracies, measured once, are in every iteration's record
+    state = json.loads((run_dir / "ckpt" / f"vanilla-iter-{cfg.frft.alpha:03d}" / "driver_state.json").read_text())
+    vanilla = state["arms"]["vanilla"]["iterations"]
+    assert len(vanilla) == cfg.frft.alpha and {r["rm_version"] for r in vanilla} == {0}
+    assert len({(r["rm_heldout_gold"], r["rm_heldout_policy_like"]) for r in vanilla}) == 1
+    assert 0 <= vanilla[-1]["rm_heldout_gold"] <= 1
 
 
 @pytest.mark.slow
