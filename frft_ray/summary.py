@@ -7,6 +7,7 @@ arms (`<a>_vs_<b>`, a before b in WIN_ORDER: frft_vs_vanilla, oracle_vs_frft, fr
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 
@@ -14,6 +15,8 @@ from frft_ray.config import RunConfig
 from frft_ray.data.records import LoadReport
 from frft_ray.devices import machine
 from frft_ray.run_state import RunState
+
+log = logging.getLogger("frft_ray")
 
 WIN_ORDER = ("oracle", "frft", "random_refit", "vanilla")  # a pair's key names the earlier arm first
 REWARD_OF = {"vanilla": "initial RM", "frft": "RM refit on filtered pairs", "random_refit": "RM refit on random pairs",
@@ -129,10 +132,16 @@ def _f(x) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
-def write_report(s: dict, path) -> None:
+def write_report(s: dict, path) -> bool:
     """report.png: RM score of policy samples over PPO steps per arm, the judge's reward per policy, and
-    gold reward against KL(pi || SFT) per arm (the over-optimisation picture; benchmark data only)."""
-    import matplotlib
+    gold reward against KL(pi || SFT) per arm (the over-optimisation picture; benchmark data only).
+    Where matplotlib cannot be imported (a node set up by hand, docs/gpu.md) the run still ends well:
+    a warning, no picture, False; summary.json holds every number it would plot."""
+    try:
+        import matplotlib
+    except ImportError as e:
+        log.warning("report.png not written: matplotlib cannot be imported (%s); summary.json holds its numbers", e)
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -150,6 +159,7 @@ def write_report(s: dict, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def plot_gold_vs_kl(ax, curves: dict) -> None:

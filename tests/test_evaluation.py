@@ -57,3 +57,24 @@ def test_mean_ci_small_sample_uses_student_t():
     assert t["ci95"] == pytest.approx([0.6 - half, 0.6 + half], abs=1e-6)
     assert t["ci95"][1] - t["ci95"][0] > normal["ci95"][1] - normal["ci95"][0]
     assert mean_ci([0.3], small_sample=True)["ci95"] == [0.3, 0.3]  # one seed: no interval to give
+
+
+def test_report_png_is_skipped_with_a_warning_where_matplotlib_cannot_be_imported(tmp_path, monkeypatch):
+    """A node set up by hand may lack matplotlib: the run's end (summary.json is already written) must not fail."""
+    import logging
+    import sys
+
+    from frft_ray.summary import write_report
+
+    seen = []
+    handler = logging.Handler()
+    handler.emit = seen.append
+    logger = logging.getLogger("frft_ray")
+    logger.addHandler(handler)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    try:
+        assert write_report({"gold_reward": {"sft": 0.5}}, tmp_path / "report.png") is False
+    finally:
+        logger.removeHandler(handler)
+    assert not (tmp_path / "report.png").exists()
+    assert any("report.png not written" in r.getMessage() and r.levelno == logging.WARNING for r in seen)

