@@ -2,7 +2,7 @@
 # Rehearse the GPU check on a CPU machine, in a bare "node" Python that has only what docs/gpu.md says a GPU
 # node without network has, plus the offline bundle: a step that would fail on the node for a missing module
 # fails here first, before a lent GPU's minutes go to it. Needs the package index (the node venv and the
-# bundle's wheels) and a built .venv. About 5 minutes on 2 cores; the steps run at toy size on the CPU.
+# bundle's wheels) and a built .venv. About 7 minutes on 2 cores (6 min 47 s on 2026-12-06); the steps run at toy size on the CPU.
 #
 #   scripts/gpu_node_rehearsal.sh            # NODE=/tmp/frft-node, PYTHON=python3 (its version picks the wheels)
 #   STEPS="roles serve" scripts/gpu_node_rehearsal.sh   # reuse the node and bundle of an earlier run
