@@ -5,7 +5,7 @@ must fail loudly, not make its commands vanish. The cli_* modules keep torch and
 top level, so `frft-ray --help` stays fast.
 
 User errors take one path: handlers (`cmd_<name>`) raise, `main` prints `frft-ray: error: <message>`
-on stderr and returns 2 (see frft_ray/cli_common.py).
+on stderr and returns 2 (see frft_ray/cli_common.py). Ctrl-C prints one line and returns 130.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         print(f"frft-ray: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the handler cleaned up on its way out; no traceback
+        print(f"frft-ray: {args.command} interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -70,7 +70,12 @@ def cmd_run(args) -> int:
         cfg = load_config(args.config, args.overrides)
         run_dir = Path(args.out or cfg.out_dir)
     _setup_logging()
-    driver.run(cfg, run_dir, resume=bool(args.resume))
+    try:
+        driver.run(cfg, run_dir, resume=bool(args.resume))
+    except KeyboardInterrupt:  # the driver stopped its roles and Ray on the way out
+        print(f"frft-ray: run interrupted; continue it after its last complete iteration with: "
+              f"frft-ray run --resume {run_dir}", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -136,11 +141,17 @@ def cmd_eval(args) -> int:
     from frft_ray import phases
     from frft_ray.config import load_config
     from frft_ray.evaluation import win_rate
-    from frft_ray.models import load_tokenizer
+    from frft_ray.models import checkpoint_folder, load_tokenizer
     from frft_ray.run_data import prepare_run_data
 
     if not (args.run or args.policy):
         raise CLIError("eval needs --run RUN_DIR or --policy CKPT")
+    # every checkpoint named is checked before Ray starts
+    for what, path in (("policy", args.policy), ("policy", args.baseline), ("reward-model", args.judge_rm)):
+        if path:
+            checkpoint_folder(path, what)
+    if args.run and not (Path(args.run) / "config.yaml").exists():
+        raise CLIError(f"--run {args.run}: no config.yaml there (not a run folder)")
     cfg = load_config(Path(args.run) / "config.yaml" if args.run else args.config, args.overrides)
     _setup_logging()
     started = phases.ray_init(cfg)
@@ -178,8 +189,11 @@ def cmd_scale(args) -> int:
         raise CLIError(f"{run_dir} is not a run folder (no config.yaml)")
     if args.rollout_workers < 1:
         raise CLIError("--rollout-workers must be >= 1")
+    if (run_dir / "summary.json").exists():
+        raise CLIError(f"{run_dir} has finished (summary.json): no driver will resize its rollout pool")
     tmp = run_dir / "control.json.tmp"
     tmp.write_text(json.dumps({"rollout_workers": args.rollout_workers}))
     tmp.replace(run_dir / "control.json")
-    print(f"requested {args.rollout_workers} rollout worker(s); the driver applies it at the next iteration boundary")
+    print(f"requested {args.rollout_workers} rollout worker(s); the run's driver applies it at its next iteration "
+          f"boundary (a stopped or crashed run: when resumed with frft-ray run --resume {run_dir})")
     return 0

@@ -89,7 +89,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"{cfg_path}: top level must be a mapping of sections")
     for o in overrides or []:
         apply_override(data, o)
-    return config_from_dict(data, origin=str(cfg_path))
+    # an error names the file and the overrides on top of it: a bad --set is not the file's fault
+    origin = f"{cfg_path} with --set {' '.join(overrides)}" if overrides else str(cfg_path)
+    return config_from_dict(data, origin=origin)
 
 
 def config_from_dict(data: dict, origin: str = "dict") -> "RunConfig":

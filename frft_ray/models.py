@@ -266,7 +266,7 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def _checkpoint_folder(path: str | Path, what: str) -> Path:
+def checkpoint_folder(path: str | Path, what: str) -> Path:
     """`path` as a Path, or FileNotFoundError naming it when it holds no complete checkpoint."""
     path = Path(path)
     missing = [] if (path / "config.json").is_file() else ["config.json"]
@@ -286,7 +286,7 @@ def load_policy_checkpoint(path: str | Path, trust_remote_code: bool = False, wi
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    path = _checkpoint_folder(path, "policy")
+    path = checkpoint_folder(path, "policy")
     model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, trust_remote_code=trust_remote_code)
     tok = load_tokenizer(str(path), trust_remote_code)
     out = Loaded(fuse_activations(model), tok, read_meta(path))
@@ -301,7 +301,7 @@ def load_policy_checkpoint(path: str | Path, trust_remote_code: bool = False, wi
 def load_reward_checkpoint(path: str | Path, trust_remote_code: bool = False) -> Loaded:
     from transformers import AutoModelForSequenceClassification
 
-    path = _checkpoint_folder(path, "reward-model")
+    path = checkpoint_folder(path, "reward-model")
     model = AutoModelForSequenceClassification.from_pretrained(
         path, num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code
     ).eval()

@@ -281,12 +281,21 @@ def ray_init(cfg: RunConfig) -> bool:
 
 
 def check_serving(cfg: RunConfig) -> None:
-    """Fail at the start of a run, not after SFT, when its endpoint (serve.enabled) could not start:
-    an unreadable `serve.auth_token_file`, or a non-loopback host with no token (serve/settings.py)."""
+    """Fail at the start of a run, not after SFT, when its endpoint (serve.enabled) could not start."""
     if cfg.serve.enabled:
-        from serve.settings import check_bind, resolve_token
+        check_endpoint(cfg)
 
-        check_bind(cfg.serve, resolve_token(cfg.serve))
+
+def check_endpoint(cfg: RunConfig) -> None:
+    """Before Ray starts: an unreadable `serve.auth_token_file`, a non-loopback host with no token, or
+    (when `ray_init` will start a Ray instance of its own) a `serve.port` another process holds are
+    ConfigErrors (serve/settings.py). On a cluster the project joins, `serve.launch.start_server`
+    checks the port where Serve is not running yet."""
+    from serve.settings import check_bind, check_port_free, resolve_token
+
+    check_bind(cfg.serve, resolve_token(cfg.serve))
+    if not (ray.is_initialized() or cfg.resources.address or os.environ.get("RAY_ADDRESS")):
+        check_port_free(cfg.serve)
 
 
 def start_serving(cfg: RunConfig, run_dir: Path, state: RunState):

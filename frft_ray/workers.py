@@ -21,6 +21,7 @@ restarted by their pool instead).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import ray
@@ -35,6 +36,7 @@ from frft_ray.faults import RoleDiedError, first_line
 from frft_ray.placement_check import ensure_placement
 from frft_ray.tracking import PhaseTimer
 
+log = logging.getLogger("frft_ray")
 
 class RunWorkers:
     """Start with `RunWorkers(cfg, run_dir, timer)` right after Ray is up (the learner, RM trainer and
@@ -46,6 +48,9 @@ class RunWorkers:
         self.cfg, self.timer, self.run_dir = cfg, timer, run_dir
         self.pool = self.embedders = None
         ensure_placement(cfg)  # a run that can never be placed fails here, before any actor starts
+        log.info("starting the run's roles: learner, RM trainer (Ray Train, %d worker(s)), %d rollout worker(s)%s; "
+                 "each imports torch, ~5-10 s of CPU apiece", cfg.reward.num_workers, cfg.rollout.num_workers,
+                 f", {cfg.filter.num_embedders} embedder(s)" if "frft" in arms_of(cfg) else "")
         with timer("overhead_start"):  # every role starts in the background
             self.learner = start_learner(cfg)
             self.rm_trainer = RewardTrainerGroup(cfg, run_dir / "ray_train").start()

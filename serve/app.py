@@ -23,9 +23,11 @@ How it stays fast and consistent:
   /v1/model says which ("device": "cpu/fp32", "cuda:0/bf16").
 - No `from __future__ import annotations` here: Serve rebuilds the route signatures and
   string annotations would turn the JSON body into a query parameter.
-- Bad input is a 4xx with a JSON body `{"error", "message", ...}`; never a 500. The body's size is
-  counted while it streams in (and Content-Length checked first), so an oversized body is refused
-  at the limit, not after it is all in memory. A NaN/inf score is a JSON 500 naming the item.
+- Bad input is a 4xx with a JSON body `{"error", "message", ...}` (docs/serve.md, Errors); never a
+  500. FastAPI's own answers to an empty body, bytes that are not UTF-8 JSON and a body without a
+  JSON content type become documented kinds too. The body's size is counted while it streams in
+  (and Content-Length checked first), so an oversized body is refused at the limit, not after it
+  is all in memory. A NaN/inf score is a JSON 500 naming the item.
 """
 
 import asyncio
@@ -56,6 +58,7 @@ from serve.schemas import (
     VersionUnavailable,
     check_finite,
     check_limits,
+    loc_str,
     split_queries,
 )
 from serve.scorer import Snapshot, load_snapshot, score_pairs
@@ -75,12 +78,7 @@ def _err(status: int, error: str, message: str, **extra) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": error, "message": message, **extra})
 
 
-def _loc(loc) -> str:
-    parts = [str(p) for p in loc if p != "body"]
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
-    return out or "body"
+SEND_JSON = "send a JSON object with 'Content-Type: application/json'"
 
 
 @api.exception_handler(RequestValidationError)
@@ -88,8 +86,14 @@ async def _on_validation(request: Request, exc: RequestValidationError) -> JSONR
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         return _err(400, "malformed_json", "request body is not valid JSON")
-    msgs = [f"{_loc(e['loc'])}: {e['msg']}" for e in errors[:10]]
-    details = [{"loc": _loc(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors[:10]]
+    whole = [e for e in errors if tuple(e["loc"]) == ("body",)]  # the body itself, not a field in it
+    if any(e["type"] == "missing" for e in whole):  # FastAPI reads an empty body as no body
+        return _err(400, "malformed_json", f"request body is empty; {SEND_JSON}")
+    if any(isinstance(e.get("input"), bytes) for e in whole):  # FastAPI parses JSON only under a JSON content type
+        got = request.headers.get("content-type") or "no Content-Type"
+        return _err(415, "unsupported_media_type", f"request body was sent with {got}; {SEND_JSON}")
+    msgs = [f"{loc_str(e['loc'])}: {e['msg']}" for e in errors[:10]]
+    details = [{"loc": loc_str(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors[:10]]
     return _err(422, "invalid_request", "; ".join(msgs), details=details)
 
 
@@ -115,6 +119,12 @@ async def _on_version(request: Request, exc: VersionUnavailable) -> JSONResponse
 
 @api.exception_handler(StarletteHTTPException)
 async def _on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    cause = exc.__cause__  # FastAPI raises its 400 "error parsing the body" from the JSON parser's error
+    if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+        return _err(400, "malformed_json",
+                    f"request body is not valid UTF-8 JSON ({cause.reason} at byte {cause.start})")
+    if exc.status_code == 400 and isinstance(cause, (ValueError, RecursionError)):  # too deep, a 5000-digit number
+        return _err(400, "malformed_json", f"request body could not be parsed as JSON: {cause}")
     names = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
     return _err(exc.status_code, names.get(exc.status_code, "http_error"), str(exc.detail))
 
@@ -324,7 +334,7 @@ class RewardModelServer:
     async def score(self, req: ScoreRequest, min_version: MinVersion = None) -> ScoreResponse:
         prompts = [it.prompt for it in req.items]
         responses = [it.response for it in req.items]
-        check_limits({"items.prompt": prompts, "items.response": responses}, len(prompts),
+        check_limits({("items", "prompt"): prompts, ("items", "response"): responses}, len(prompts),
                      self._s.max_items, self._s.max_text_chars)
         await self._at_least(min_version)
         scores, version = await self._batcher.submit((prompts, responses))
@@ -333,7 +343,7 @@ class RewardModelServer:
 
     @api.post("/get_reward", response_model=RewardResponse)
     async def get_reward(self, req: RewardRequest, min_version: MinVersion = None) -> RewardResponse:
-        check_limits({"query": req.query, "prompts": req.prompts or []}, len(req.query),
+        check_limits({("query",): req.query, ("prompts",): req.prompts or []}, len(req.query),
                      self._s.max_items, self._s.max_text_chars)
         prompts, responses = split_queries(req.query, req.prompts)
         await self._at_least(min_version)

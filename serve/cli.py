@@ -26,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_args(p, config_help="run config YAML whose `serve:` section to use (default: built-in defaults); "
                     "--set serve.KEY=VALUE overrides it")
     p.add_argument("--host", help="bind address (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
-    p.add_argument("--port", type=int)
-    p.add_argument("--replicas", type=int)
+    p.add_argument("--port", type=int, help="HTTP port of Serve's proxy (default 8000)")
+    p.add_argument("--replicas", type=int, help="RM replicas (default 1)")
     p.add_argument("--version", type=int, help="version number to publish (default: meta.json's, else current + 1)")
     p.add_argument("--reload", action="store_true",
                    help="do not start a server: publish the checkpoint to the running one (hot swap, no restart)")
@@ -40,25 +40,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("score", help="score one (prompt, response) with a running endpoint")
     s.add_argument("prompt")
     s.add_argument("response")
-    s.add_argument("--url", default="http://127.0.0.1:8000", help="endpoint base URL")
+    s.add_argument("--url", help="the endpoint's base URL, route prefix included, as `frft-ray serve` printed it "
+                   "(default: the URL of the server --state-file records)")
     s.add_argument("--token", help="bearer token (default: $FRFT_RAY_TOKEN)")
+    s.add_argument("--state-file", default=str(DEFAULT_STATE), help="where `serve` recorded its URL (for the default --url)")
     s.set_defaults(func=cmd_score)
 
 
 def _checkpoint(args) -> Path:
-    from serve.launch import rm_checkpoint_for_run
+    """The RM checkpoint to serve; FileNotFoundError (before Ray starts) when there is none."""
+    from serve.launch import check_rm_checkpoint, rm_checkpoint_for_run
 
-    return rm_checkpoint_for_run(args.run) if args.run else Path(args.checkpoint).resolve()
+    return rm_checkpoint_for_run(args.run) if args.run else check_rm_checkpoint(args.checkpoint)
 
 
-def _serve_config(args):
-    """(the `serve:` section, the `placement.serve` of each replica) from --config/--set and the flags."""
-    from frft_ray.config import RunConfig, load_config
+def _run_config(args):
+    """The run config from --config/--set with --host/--port/--replicas applied to its `serve:`
+    section, all validated: a bad flag fails here, before Ray starts, naming the flag."""
+    from pydantic import ValidationError
+
+    from frft_ray.config import RunConfig, ServeConfig, load_config
 
     # --set without --config overrides the packaged demo config, whose serve: section is the built-in defaults
     run_cfg = load_config(args.config, args.overrides) if args.config or args.overrides else RunConfig()
-    updates = {k: v for k, v in (("host", args.host), ("port", args.port), ("replicas", args.replicas)) if v is not None}
-    return run_cfg.serve.model_copy(update=updates), run_cfg.placement.serve
+    flags = {k: v for k, v in (("host", args.host), ("port", args.port), ("replicas", args.replicas)) if v is not None}
+    try:
+        serve_cfg = ServeConfig.model_validate({**run_cfg.serve.model_dump(), **flags})
+    except ValidationError as e:
+        raise CLIError("; ".join(f"--{err['loc'][0]} {err['input']}: {err['msg']}" for err in e.errors())) from None
+    return run_cfg.model_copy(update={"serve": serve_cfg})
 
 
 def cmd_serve(args) -> int:
@@ -72,28 +82,40 @@ def cmd_serve(args) -> int:
 
     from serve import launch
 
-    ckpt = _checkpoint(args)
     if args.reload:
+        ckpt = _checkpoint(args)
         address, app = _reload_target(args)
         ray.init(address=address, log_to_driver=False)
         try:
+            before = launch.current_version(app)
             entry = launch.publish_rm(ckpt, args.version, app_name=app)
         except (ValueError, LookupError) as e:  # a version that is not newer, no server app to publish to
             raise CLIError(f"serve --reload: {e}") from None
-        print(f"published RM version {entry['version']} from {entry['path']} to {app}; replicas swap within ~1 s")
+        if entry == before:
+            print(f"{app} already serves RM version {entry['version']} from {entry['path']}; nothing to publish")
+        else:
+            print(f"published RM version {entry['version']} from {entry['path']} to {app}; replicas swap within ~1 s")
         return 0
 
-    cfg, placement = _serve_config(args)
+    from frft_ray.phases import check_endpoint, ray_init
+
+    run_cfg = _run_config(args)
+    cfg, placement = run_cfg.serve, run_cfg.placement.serve
+    check_endpoint(run_cfg)  # a token problem or a port in use fails before Ray starts
+    ckpt = _checkpoint(args)
     # the app, registry and route are the served folder's: the run's own when --run (as `frft-ray run` names them)
     endpoint = launch.Endpoint.for_folder(args.run or ckpt)
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` shuts down as cleanly as Ctrl-C
-    ray.init(include_dashboard=False, log_to_driver=False)
+    started = ray_init(run_cfg)  # as `frft-ray run` starts (or joins) Ray: the config's resources.* apply
+    # after ray.init, whose core worker installs its own SIGTERM handler: `kill PID` now shuts down as Ctrl-C does
+    signal.signal(signal.SIGTERM, _interrupt)
+    wrote_state = False
     try:
         _check_placement(cfg, placement)
         url = launch.start_server(cfg, ckpt, args.version, app_name=endpoint.app_name,
-                                  route_prefix=endpoint.route_prefix, placement=placement)
+                                  route_prefix=endpoint.route_prefix, placement=placement, precision=run_cfg.precision)
         direct = launch.replica_urls(endpoint.app_name)
         launch.write_state(args.state_file, url, app_name=endpoint.app_name, replica_urls=direct)
+        wrote_state = True
         print(f"serving {ckpt}", flush=True)
         for line in launch.url_lines(url, direct):
             print(line, flush=True)
@@ -104,15 +126,17 @@ def cmd_serve(args) -> int:
         pass
     finally:
         launch.stop_server(endpoint.app_name)  # only ours: other apps on a shared cluster stay up
-        ray.shutdown()
-        Path(args.state_file).unlink(missing_ok=True)
+        if started:
+            ray.shutdown()
+        if wrote_state:  # never another server's record
+            Path(args.state_file).unlink(missing_ok=True)
     return 0
 
 
 def _reload_target(args) -> tuple[str, str]:
     """(Ray address, Serve app name) of the server `--reload` publishes to."""
     state_file = Path(args.state_file)
-    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    state = _running_state(state_file) if not args.address else {}
     address = args.address or state.get("ray_address")
     if address is None:
         raise FileNotFoundError(f"no running server recorded in {state_file}; pass --address")
@@ -124,6 +148,27 @@ def _reload_target(args) -> tuple[str, str]:
     if app is None:
         raise CLIError("serve --reload --address with --checkpoint: pass --app NAME (the app `frft-ray serve` printed)")
     return address, app
+
+
+def _running_state(state_file: Path) -> dict:
+    """What the running `frft-ray serve` recorded in `state_file`; {} when there is none. A record whose
+    process is gone (killed with SIGKILL, or its machine restarted) is removed, with a warning, so no
+    command waits on the dead server's Ray."""
+    if not state_file.exists():
+        return {}
+    state = json.loads(state_file.read_text())
+    pid = state.get("pid")
+    try:
+        if pid is not None:
+            os.kill(pid, 0)
+    except ProcessLookupError:
+        state_file.unlink(missing_ok=True)
+        print(f"frft-ray: warning: the server recorded in {state_file} (pid {pid}) is not running; record removed",
+              file=sys.stderr)
+        return {}
+    except PermissionError:  # alive, another user's
+        pass
+    return state
 
 
 def _check_placement(cfg, placement) -> None:
@@ -146,6 +191,11 @@ def cmd_score(args) -> int:
     from requests.adapters import HTTPAdapter
     from urllib3.util import Retry
 
+    url = args.url or _running_state(Path(args.state_file)).get("url")
+    if url is None:
+        raise CLIError(f"pass --url (no running server recorded in {args.state_file})")
+    if not url.startswith(("http://", "https://")):
+        raise CLIError(f"--url {url}: needs http:// or https:// in front")
     token = args.token or os.environ.get("FRFT_RAY_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     body = {"items": [{"prompt": args.prompt, "response": args.response}]}
@@ -155,12 +205,14 @@ def cmd_score(args) -> int:
         session.mount("http://", HTTPAdapter(max_retries=retry))
         session.mount("https://", HTTPAdapter(max_retries=retry))
         try:
-            r = session.post(f"{args.url.rstrip('/')}/v1/score", json=body, headers=headers, timeout=60)
+            r = session.post(f"{url.rstrip('/')}/v1/score", json=body, headers=headers, timeout=60)
         except requests.RequestException as e:
-            print(f"frft-ray score: no answer from {args.url} after 3 tries: {type(e).__name__}", file=sys.stderr)
+            print(f"frft-ray score: no answer from {url} after 3 tries: {type(e).__name__}", file=sys.stderr)
             return 1
     if not r.ok:
-        print(f"frft-ray score: HTTP {r.status_code}: {r.text}", file=sys.stderr)
+        hint = (f" (POST {r.url}: is {url} the endpoint's base URL with its route prefix, as `frft-ray serve` "
+                "printed it? /v1/score is added to it)" if r.status_code == 404 else "")
+        print(f"frft-ray score: HTTP {r.status_code}: {r.text}{hint}", file=sys.stderr)
         return 1
     out = r.json()
     print(json.dumps({"score": out["scores"][0], "model_version": out["model_version"]}))

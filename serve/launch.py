@@ -34,8 +34,8 @@ import requests
 from ray import serve
 
 from frft_ray.config import PlacementConfig, RolePlacement, ServeConfig
-from frft_ray.models import read_meta
-from serve.settings import ReplicaSettings
+from frft_ray.models import checkpoint_folder, read_meta
+from serve.settings import ReplicaSettings, check_port_free
 from serve.versions import get_registry
 
 APP_NAME = "frft_rm"
@@ -59,11 +59,9 @@ class Endpoint:
         return cls(f"{APP_NAME}-{slug}", f"/{slug}")
 
 
-def _check_checkpoint(path: str | Path) -> Path:
-    path = Path(path).resolve()
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"no reward-model checkpoint at {path} (config.json missing)")
-    return path
+def check_rm_checkpoint(path: str | Path) -> Path:
+    """The absolute path of an RM checkpoint folder; FileNotFoundError naming it when it holds none."""
+    return checkpoint_folder(path, "reward-model").resolve()
 
 
 def publish_rm(path: str | Path, version: int | None = None, meta: dict | None = None, app_name: str = APP_NAME) -> dict:
@@ -73,7 +71,7 @@ def publish_rm(path: str | Path, version: int | None = None, meta: dict | None =
     current version (ValueError otherwise), except that the current (version, path) again is a
     no-op. Returns the registry entry.
     """
-    path = _check_checkpoint(path)
+    path = check_rm_checkpoint(path)
     meta = {**read_meta(path), **(meta or {})}
     registry = get_registry(app_name, create=True)
     cur = ray.get(registry.current.remote())
@@ -102,7 +100,7 @@ def publish_resumed(path: str | Path, version: int, app_name: str = APP_NAME) ->
     its endpoint alive) gets the checkpoint republished as its version + 1, so the run's next refit
     must be newer than that, never "not newer".
     """
-    path = _check_checkpoint(path)
+    path = check_rm_checkpoint(path)
     cur = ray.get(get_registry(app_name, create=True).current.remote())
     if cur is not None and (cur["version"], cur["path"]) != (int(version), str(path)) and cur["version"] >= version:
         log.info("the endpoint's registry is at RM v%d (%s); serving this run's %s as v%d",
@@ -139,6 +137,8 @@ def start_server(
     cur = ray.get(registry.current.remote())
     if cur is None or (version is not None and version > cur["version"]):
         publish_rm(checkpoint, version, app_name=app_name)
+    if _controller(required=False) is None:  # Serve starts now, its proxy on this node among others
+        check_port_free(cfg)
     serve.start(http_options={"host": cfg.host, "port": cfg.port, "request_timeout_s": cfg.request_timeout_s})
     options: dict = {
         "max_ongoing_requests": cfg.max_ongoing_requests,
@@ -164,10 +164,12 @@ def start_server(
     return f"http://{host}:{http.port}{route_prefix.rstrip('/')}"
 
 
-def _controller():
+def _controller(required: bool = True):
+    """The Serve controller's handle; None when Serve is not running and not `required`."""
     from ray.serve.context import _get_global_client
 
-    return _get_global_client()._controller
+    client = _get_global_client(raise_if_no_controller_running=required)
+    return client._controller if client is not None else None
 
 
 def url_lines(url: str, replicas: list[str]) -> list[str]:
@@ -243,7 +245,7 @@ def rm_checkpoint_for_run(run_dir: str | Path) -> Path:
     if not pointer.exists():
         raise FileNotFoundError(f"{run_dir} has no 'latest' pointer: not a run directory, or no iteration finished yet")
     folder = pointer.read_text().strip()
-    return _check_checkpoint(run_dir / folder / "rm")
+    return check_rm_checkpoint(run_dir / folder / "rm")
 
 
 def write_state(state_file: str | Path, url: str, app_name: str = APP_NAME, replica_urls: list[str] = ()) -> None:

@@ -108,15 +108,27 @@ def check_finite(scores: list[float], field: str, version: int) -> None:
             raise NonFiniteScore(f"{field}[{i}]", s, version)
 
 
-def check_limits(texts: dict[str, list[str]], n_items: int, max_items: int, max_text_chars: int) -> None:
-    """Raise LimitError naming the limit and the first offending field."""
+def loc_str(loc) -> str:
+    """A location in the body as a client writes it: ("body", "items", 0, "prompt") -> items[0].prompt."""
+    parts = [str(p) for p in loc if p != "body"]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    return out or "body"
+
+
+def check_limits(texts: dict[tuple[str, ...], list[str]], n_items: int, max_items: int, max_text_chars: int) -> None:
+    """Raise LimitError naming the limit and the first offending text, located like a 422's fields.
+
+    `texts` is keyed by the list's field, then the field inside each element: ("items", "prompt")
+    names items[i].prompt, ("query",) names query[i]."""
     if n_items > max_items:
         raise LimitError(f"too many items: {n_items} > max_items={max_items}", "max_items", max_items)
-    for name, values in texts.items():
+    for (field, *inner), values in texts.items():
         for i, t in enumerate(values):
             if len(t) > max_text_chars:
                 raise LimitError(
-                    f"{name}[{i}] has {len(t)} characters > max_text_chars={max_text_chars}",
+                    f"{loc_str((field, i, *inner))} has {len(t)} characters > max_text_chars={max_text_chars}",
                     "max_text_chars",
                     max_text_chars,
                 )

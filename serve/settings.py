@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +56,28 @@ def check_bind(cfg: ServeConfig, token: str | None) -> None:
         f"serve.host={cfg.host} exposes the RM endpoint beyond this machine but no token is set: put one in the "
         f"file serve.auth_token_file names, or in the env var ${cfg.auth_token_env} (serve.auth_token_env), or set "
         "serve.allow_insecure=true to serve without auth on a trusted network")
+
+
+def check_port_free(cfg: ServeConfig, wait_s: float = 2.0) -> None:
+    """Refuse a `serve.port` another process listens on. Serve's proxy binds with SO_REUSEPORT, so a
+    second Ray instance's proxy would share the port with the first and requests would land on
+    either; a program that is not Ray makes Serve fail ~20 s later with a bind traceback. Call it
+    where this machine is about to start Serve. A port still held after `wait_s` (a proxy that is
+    shutting down lets go within ~1 s) is a ConfigError naming it."""
+    host = "0.0.0.0" if cfg.host in ("", "0.0.0.0") else cfg.host
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    deadline = time.monotonic() + wait_s
+    while True:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed socket's TIME_WAIT is no owner
+            try:
+                s.bind((host, cfg.port))
+                return
+            except OSError as e:
+                if time.monotonic() > deadline:
+                    raise ConfigError(f"serve.port {cfg.port} on {host} is in use by another process ({e.strerror}): "
+                                      "stop it, or pick another port (--port, or --set serve.port=N)") from None
+        time.sleep(0.2)
 
 
 @dataclass(frozen=True)

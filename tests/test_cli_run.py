@@ -66,12 +66,13 @@ def test_user_errors_take_one_path(tmp_path, capsys):
 
 def test_serve_accepts_config_overrides():
     from frft_ray.cli import build_parser
-    from serve.cli import _serve_config
+    from serve.cli import _run_config
 
     args = build_parser().parse_args(["serve", "--checkpoint", "x", "--set", "serve.port=9001", "--replicas", "2",
-                                      "--set", "placement.serve.num_cpus=0.5"])
-    cfg, placement = _serve_config(args)
-    assert (cfg.port, cfg.replicas, cfg.host) == (9001, 2, "127.0.0.1")
-    assert placement.ray_options() == {"num_cpus": 0.5, "num_gpus": 0.0}  # each replica's reservation
-    _, default = _serve_config(build_parser().parse_args(["serve", "--checkpoint", "x"]))
-    assert default.num_cpus == 0.25
+                                      "--set", "placement.serve.num_cpus=0.5", "--set", "resources.temp_dir=/tmp/x"])
+    cfg = _run_config(args)
+    assert (cfg.serve.port, cfg.serve.replicas, cfg.serve.host) == (9001, 2, "127.0.0.1")
+    assert cfg.placement.serve.ray_options() == {"num_cpus": 0.5, "num_gpus": 0.0}  # each replica's reservation
+    assert cfg.resources.temp_dir == "/tmp/x"  # the Ray instance serve starts follows resources.*
+    default = _run_config(build_parser().parse_args(["serve", "--checkpoint", "x"]))
+    assert default.placement.serve.num_cpus == 0.25

@@ -17,11 +17,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from resumed_run import OVERRIDES as REFERENCE_OVERRIDES
+from session_procs import reap_session
 
 from frft_ray.faults import KILL_AT_ENV
 
@@ -30,10 +30,6 @@ REPO = Path(__file__).resolve().parents[1]
 RAY_TMP = os.environ.get("FRFT_TEST_RAY_TMP", "/tmp/frft_test_ray") + "_crash"
 # the reference run's settings (one arm, two iterations of two PPO steps), on a Ray of its own
 OVERRIDES = [*REFERENCE_OVERRIDES, f"resources.temp_dir={RAY_TMP}"]
-# Ray 2.60's node agents outlive a SIGKILLed driver: when their raylet dies they try to report it to
-# the GCS, dead too, and hang there (ray/_private/process_watcher.py). Raylet, GCS and workers do die.
-# A killed driver can do nothing about it; the test kills the agents by PID and tolerates only them.
-RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
 # Ray gives a starting raylet 30 s to register (fixed in Ray 2.60); on a loaded machine that can fail
 # before the run did anything, so that one error is retried
 RAY_START_TIMEOUT = "The current node timed out during startup"
@@ -55,34 +51,13 @@ def _frft_ray(args: list[str], kill_at: str | None = None) -> int:
         proc = subprocess.Popen([sys.executable, "-m", "frft_ray.cli", "run", *args], cwd=REPO, env=env,
                                 start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         _, err = proc.communicate(timeout=600)
-        survivors = _session_processes(proc.pid, wait_s=15)
-        for pid in survivors:  # clean up by PID (never by name: other Ray instances share this machine)
-            os.kill(pid, signal.SIGKILL)
-        leaked = {pid: name for pid, name in survivors.items() if not name.startswith(RAY_AGENTS)}
+        leaked = reap_session(proc.pid)  # survivors are killed by PID; the hanging node agents are tolerated
         assert not leaked, f"processes of the run's Ray outlived its driver: {leaked}"
         if RAY_START_TIMEOUT not in err:
             break
     if proc.returncode not in (0, -signal.SIGKILL):
         raise AssertionError(f"frft-ray run {' '.join(args)} exited {proc.returncode}:\n{err[-3000:]}")
     return proc.returncode
-
-
-def _session_processes(sid: int, wait_s: float) -> dict[int, str]:
-    """{pid: command line} of the processes whose session is `sid`, waiting up to `wait_s` for them
-    to exit on their own (no longer once only the hanging node agents are left)."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        found = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                if int(fields[3]) == sid and fields[0] != "Z":  # field 6 of stat: the session id
-                    found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:  # it exited meanwhile
-                continue
-        if all(name.startswith(RAY_AGENTS) for name in found.values()) or time.monotonic() > deadline:
-            return found
-        time.sleep(0.5)
 
 
 def _run(run_dir: Path, kill_at: str | None = None) -> int:

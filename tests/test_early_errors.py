@@ -45,3 +45,28 @@ def test_too_few_usable_pairs_is_a_one_line_data_error(tmp_path, capsys):
     rc = main(["run", "--config", "micro", "--out", str(tmp_path / "run"), "--set", "data.format=jsonl",
                "--set", f"data.path={data}"])
     assert rc == 2 and "only 1 usable preference pairs; need at least 10" in capsys.readouterr().err
+
+
+def test_command_line_mistakes_fail_in_seconds_naming_what_to_change(tmp_path, capsys):
+    """Every one of these fails before Ray starts (no traceback, one line, exit 2)."""
+    run = tmp_path / "finished"
+    run.mkdir()
+    (run / "config.yaml").write_text("seed: 0\n")
+    (run / "summary.json").write_text("{}")
+    cases = [
+        (["run", "--set", "filter.threshold=2"], "with --set filter.threshold=2):"),  # the override, not the file
+        (["serve", "--checkpoint", str(tmp_path), "--port", "99999"], "--port 99999: Input should be less than"),
+        (["serve", "--checkpoint", str(tmp_path), "--replicas", "0"], "--replicas 0: Input should be greater"),
+        (["serve", "--checkpoint", str(tmp_path / "nowhere")], "no reward-model checkpoint at"),
+        (["serve", "--checkpoint", str(tmp_path), "--host", "0.0.0.0"], "but no token is set"),
+        (["eval", "--policy", str(tmp_path / "nowhere")], "no policy checkpoint at"),
+        (["eval", "--run", str(tmp_path)], "not a run folder"),
+        (["score", "--url", "127.0.0.1:8000/x", "p", "r"], "needs http:// or https://"),
+        (["score", "--state-file", str(tmp_path / "none.json"), "p", "r"], "pass --url (no running server recorded"),
+        (["scale", str(run), "--rollout-workers", "2"], "has finished (summary.json)"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("frft-ray: error: ") and message in err and "Traceback" not in err, (argv, err)
+    assert not (run / "control.json").exists()

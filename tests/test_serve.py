@@ -161,6 +161,55 @@ def test_bad_input_is_4xx_with_message(server, path, body, data, status, needle)
     assert post("/v1/score", {"items": [{"prompt": "p", "response": "r"}]}).status_code == 200
 
 
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"  # what `curl -d` sends unless told otherwise
+SCORE_OK, REWARD_OK = b'{"items": [{"prompt": "p", "response": "r"}]}', b'{"query": ["q"]}'
+# bodies FastAPI itself refuses before our models see them, and the 413's location: (path, raw body,
+# content type or None for no header, status, error kind, a fragment of the message)
+BODY_ERRORS = [
+    ("/v1/score", b"", JSON, 400, "malformed_json", "request body is empty; send a JSON object with 'Content-Type"),
+    ("/get_reward", b"", JSON, 400, "malformed_json", "request body is empty"),
+    ("/v1/score", b'{"items": [{"prompt": "\xff", "response": "x"}]}', JSON, 400, "malformed_json",
+     "not valid UTF-8 JSON (invalid start byte at byte 23)"),
+    ("/get_reward", b'{"query": ["\xc3\x28"]}', JSON, 400, "malformed_json", "not valid UTF-8 JSON"),
+    ("/get_reward", b"[" * 5_000 + b"]" * 5_000, JSON, 400, "malformed_json", "could not be parsed as JSON"),
+    ("/v1/score", SCORE_OK, FORM, 415, "unsupported_media_type",
+     f"sent with {FORM}; send a JSON object with 'Content-Type: application/json'"),
+    ("/get_reward", REWARD_OK, FORM, 415, "unsupported_media_type", f"sent with {FORM}"),
+    ("/v1/score", SCORE_OK, None, 415, "unsupported_media_type", "sent with no Content-Type"),
+    ("/get_reward", REWARD_OK, "text/plain; charset=utf-8", 415, "unsupported_media_type", "sent with text/plain"),
+    ("/v1/score", b'{"items": [{"prompt": "a", "response": "' + b"b" * 201 + b'"}]}', JSON, 413,
+     "limit_exceeded", "items[0].response has 201 characters > max_text_chars=200"),
+    ("/v1/score", b'{"items": [{"prompt": "a", "response": "b"}, {"prompt": "' + b"a" * 201 + b'", "response": "b"}]}',
+     JSON, 413, "limit_exceeded", "items[1].prompt has 201 characters"),
+    ("/get_reward", b'{"query": ["' + b"q" * 201 + b'"]}', JSON, 413, "limit_exceeded", "query[0] has 201 characters"),
+    ("/get_reward", b'{"query": ["ab"], "prompts": ["' + b"a" * 201 + b'"]}', JSON, 413, "limit_exceeded",
+     "prompts[0] has 201 characters"),
+]
+
+
+@pytest.mark.parametrize("path,data,ctype,status,kind,needle", BODY_ERRORS,
+                         ids=[f"{b[3]}-{b[4]}-{i}" for i, b in enumerate(BODY_ERRORS)])
+def test_body_errors_answer_with_documented_kinds(server, replicas, path, data, ctype, status, kind, needle):
+    """docs/serve.md's error table, for bodies FastAPI refuses on its own (empty, not UTF-8, not sent
+    as JSON) and for the 413's location (items[0].response, as in a 422): through the proxy and on
+    the replica."""
+    for base in (URL, replicas[launch.APP_NAME][0]):
+        r = post(path, data=data, headers={"content-type": ctype} if ctype else None, base=base)
+        assert r.status_code == status, r.text
+        err = r.json()
+        assert err["error"] == kind and needle in err["message"], err
+
+
+def test_unknown_route_and_method_are_json(server):
+    """Under the app's route prefix an unknown path or a wrong method is still a JSON error (outside any
+    prefix, Serve's own plain-text 404 answers: docs/serve.md, Errors)."""
+    r = post("/v1/nope", {"items": []})
+    assert r.status_code == 404 and r.json()["error"] == "not_found", r.text
+    r = requests.get(URL + "/v1/score", timeout=10)
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed", r.text
+
+
 def test_oversized_body_refused_before_parsing(server):
     r = post("/v1/score", data="x" * 3_000_000, headers={"content-type": "application/json"})
     assert r.status_code == 413 and "bytes" in r.json()["message"]
