@@ -26,6 +26,7 @@ does not have. The texts of one pass fit in the driver, so a plain actor pool do
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import ray
@@ -103,17 +104,22 @@ class PendingEmbedding:
     def __init__(self, refs: list, inverse: np.ndarray):
         self.refs, self.inverse = refs, inverse
 
-    def result(self) -> np.ndarray:
-        return np.concatenate(ray.get(self.refs)).astype(np.float32, copy=False)[self.inverse]
+    def result(self, every_s: float = 10.0) -> np.ndarray:
+        """The embeddings; while they come, a line every `every_s` s says how many blocks are done."""
+        from frft_ray.progress import line, wait
+
+        label, started = f"embedding {len(self.inverse)} texts, blocks", time.monotonic()
+        blocks = wait(self.refs, lambda ready: [line(label, len(ready), len(self.refs), started)], every_s)
+        return np.concatenate(blocks).astype(np.float32, copy=False)[self.inverse]
 
 
 class EmbedderPool:
     """Start with the run's `filter:` section and `placement.embedder`; `shutdown()` at the end."""
 
-    def __init__(self, cfg: FilterConfig, placement: RolePlacement):
+    def __init__(self, cfg: FilterConfig, placement: RolePlacement, progress_every_s: float = 10.0):
         from frft_ray.devices import dtype_name, embed_dtype
 
-        self.block = max(cfg.embed_batch_size, 256)
+        self.block, self.progress_every_s = max(cfg.embed_batch_size, 256), progress_every_s
         # resolved once, here (on the driver's CPU for `auto`), so every actor and the cache key agree
         self.setting, self.precision = cfg.embed_precision, dtype_name(embed_dtype(cfg.embed_precision, placement.num_gpus > 0))
         self.actors = [EmbedderActor.options(**placement.ray_options()).remote(
@@ -128,7 +134,7 @@ class EmbedderPool:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embeddings [len(texts), dim], L2-normalised float32, row i for texts[i]."""
-        return self.submit(texts).result()
+        return self.submit(texts).result(self.progress_every_s)
 
     def submit(self, texts: list[str], background: bool = False) -> "PendingEmbedding":
         """Start embedding `texts` (blocks dealt round-robin to the actors, each queued behind what its

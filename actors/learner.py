@@ -81,11 +81,14 @@ class LearnerActor(WeightSource):
                           temperature=self.cfg.rollout.temperature, seed=self.seed, dtype=self.dtype)
 
     # ------------------------------------------------------------ SFT
-    def sft(self, prompts: list[str], responses: list[str]) -> dict:
+    def sft(self, prompts: list[str], responses: list[str], board=None) -> dict:
+        """SFT on the demonstrations; its steps posted to `board` (a frft_ray.progress.ProgressBoard) as "sft"."""
         from frft_ray.algorithms.sft import train_sft
+        from frft_ray.progress import reporter
 
         metrics = train_sft(self.policy, self.tok, prompts, responses, self.cfg.sft,
-                            max_length=self.cfg.models.max_length, seed=self.seed, progress=False, dtype=self.dtype)
+                            max_length=self.cfg.models.max_length, seed=self.seed, progress=False, dtype=self.dtype,
+                            on_step=reporter(board, "sft"))
         # the reference for the KL penalty is the SFT policy
         from frft_ray.models import frozen_reference
 

@@ -48,6 +48,7 @@ import ray
 
 from frft_ray.config import RunConfig
 from frft_ray.faults import RoleDiedError
+from frft_ray.progress import ProgressBoard, board_lines
 
 log = logging.getLogger("frft_ray")
 
@@ -119,6 +120,7 @@ def _train_loop(config: dict) -> None:
     from frft_ray.algorithms.bt import fit_reward_model
     from frft_ray.devices import compute_dtype, role_device
     from frft_ray.models import load_reward_checkpoint, save_checkpoint
+    from frft_ray.progress import reporter
 
     cfg: RunConfig = config["cfg"]
     channel = config["channel"]
@@ -143,7 +145,7 @@ def _train_loop(config: dict) -> None:
         metrics = fit_reward_model(
             model, loaded.tokenizer, shard, ray.get(eval_ref) if rank == 0 else [], cfg.reward,
             epochs=job.epochs, lr=job.lr, max_length=cfg.models.max_length, seed=job.seed, progress=False,
-            dtype=dtype,
+            dtype=dtype, on_step=reporter(config.get("board") if rank == 0 else None, f"rm-v{job.version}"),
         )
         metrics.pop("records", None)  # per-step log; too long for a report
         metrics["pairs"] = per_rank * world
@@ -176,15 +178,18 @@ class PendingFit:
 
     seq: int
     version: int
-    submitted: float
+    submitted: float  # time.time()
+    started: float  # time.monotonic(), for progress lines
 
 
 class RewardTrainerGroup:
     """The run's RM trainer: `start()` once (workers come up in the background), `fit()` per RM
     version, `stop()` at the end. Also a context manager."""
 
-    def __init__(self, cfg: RunConfig, storage_path: str | Path):
-        self.cfg, self.storage_path = cfg, str(Path(storage_path).resolve())
+    def __init__(self, cfg: RunConfig, storage_path: str | Path, board=None):
+        """`board`: the run's frft_ray.progress.ProgressBoard, where rank 0 posts each fit's steps as
+        "rm-v<version>" (None: the group makes its own)."""
+        self.cfg, self.storage_path, self.board = cfg, str(Path(storage_path).resolve()), board
         self.channel = None
         self._thread: threading.Thread | None = None
         self._outcome: dict = {}
@@ -195,9 +200,10 @@ class RewardTrainerGroup:
         from ray.train.torch import TorchTrainer
 
         self.channel = FitChannel.remote()
+        self.board = self.board or ProgressBoard.remote()
         trainer = TorchTrainer(
             _train_loop,
-            train_loop_config={"cfg": self.cfg, "channel": self.channel},
+            train_loop_config={"cfg": self.cfg, "channel": self.channel, "board": self.board},
             scaling_config=scaling_config(self.cfg),
             run_config=TrainRunConfig(name=f"rm-trainer-{uuid.uuid4().hex[:8]}", storage_path=self.storage_path),
         )
@@ -240,7 +246,7 @@ class RewardTrainerGroup:
             raise ValueError(f"RM fit needs at least {workers} pairs (one per worker), got {len(train_pairs)}")
         if self._thread is None:
             self.start()
-        pending = PendingFit(self._seq, job.version, time.time())
+        pending = PendingFit(self._seq, job.version, time.time(), time.monotonic())
         self._seq += 1
         refs = ([ray.put(list(train_pairs))], [ray.put(list(eval_pairs))])  # nested: workers fetch them
         ray.get(self.channel.submit.remote(pending.seq, (job, *refs)))
@@ -248,8 +254,13 @@ class RewardTrainerGroup:
 
     def result(self, pending: "PendingFit") -> dict:
         """The metrics of a submitted fit, once its checkpoint is written."""
+        label, logged = {f"rm-v{pending.version}": f"RM v{pending.version} fit steps"}, time.monotonic()
         while (metrics := ray.get(self.channel.wait_result.remote(pending.seq, 0.5))) is None:
             self._check_alive(f"fitting RM v{pending.version}")
+            if time.monotonic() - logged >= self.cfg.resources.progress_every_s:
+                logged = time.monotonic()
+                for text in board_lines(self.board, label, pending.started):
+                    log.info("  %s", text)
         metrics["wall_s"] = time.time() - pending.submitted
         return metrics
 

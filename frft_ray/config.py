@@ -290,6 +290,9 @@ class ResourcesConfig(Section):
         "auto", description="run SFT (on the learner) and the initial RM fit (on the RM trainer) side by side; auto: "
         "when both compute on GPUs, or when torch_threads x (1 + reward.num_workers) fits the cluster's CPUs "
         "(more CPU threads than cores slowed both ~3x on 2 cores)")
+    progress_every_s: float = Field(
+        10.0, gt=0, description="while SFT, an RM fit or the pool's embedding runs, log how far it got this often "
+        "(frft_ray/progress.py)")
 
 
 class RolePlacement(Section):

@@ -22,7 +22,7 @@ import ray
 
 from actors.reward_trainer import RMFitJob
 from actors.rollout_pool import RolloutPool
-from frft_ray import base_cache, phases
+from frft_ray import base_cache, phases, progress
 from frft_ray.arm import ArmTrainer, arm_index, arms_of
 from frft_ray.config import RunConfig, dump_config
 from frft_ray.models import check_model_sources
@@ -170,9 +170,12 @@ def train_base_models(cfg: RunConfig, data: RunData, run: RunFolder, workers: Ru
              cfg.sft.epochs if cfg.sft.enabled else 0, f"; beside it, {fit_msg}" if overlap else "")
     with timer("base"):
         with timer("sft"):
-            sft_ref = learner.sft.remote(data.sft_prompts, data.sft_responses) if cfg.sft.enabled else None
+            started = time.monotonic()
+            sft_ref = learner.sft.remote(data.sft_prompts, data.sft_responses, workers.board) if cfg.sft.enabled else None
             rm_fit = workers.rm_trainer.submit(job, pairs, data.heldout) if overlap else None
-            sft_metrics = ray.get(sft_ref) if sft_ref else {}
+            labels = {"sft": "SFT steps", "rm-v0": "RM v0 fit steps"}  # the initial RM: only when it runs beside SFT
+            sft_metrics = progress.wait([sft_ref], lambda _: progress.board_lines(workers.board, labels, started),
+                                        cfg.resources.progress_every_s)[0] if sft_ref else {}
             ray.get(learner.save.remote(str(ckpt_dir / "sft"), {"kind": "policy", "stage": "sft"}))
         log.info("SFT: %s (%.1fs)", sft_metrics, timer.totals["sft"])
         if not overlap:

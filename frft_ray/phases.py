@@ -101,7 +101,7 @@ class PoolEmbeddingCache:
     def embed(self, texts: list[str]) -> np.ndarray:
         if self._early is not None and texts == self._early[0]:  # the pool's texts, embedded by `prefetch`
             early, self._early = self._early[1], None
-            return early.result()
+            return early.result(self.cfg.resources.progress_every_s)
         return self.embedders.embed(texts)  # the run's embedder actors (actors/embedder.py)
 
     def pool_embeddings(self):

@@ -34,6 +34,7 @@ from frft_ray import phases
 from frft_ray.config import RunConfig
 from frft_ray.faults import RoleDiedError, first_line
 from frft_ray.placement_check import ensure_placement
+from frft_ray.progress import ProgressBoard
 from frft_ray.tracking import PhaseTimer
 
 log = logging.getLogger("frft_ray")
@@ -52,10 +53,11 @@ class RunWorkers:
                  "each imports torch, ~5-10 s of CPU apiece", cfg.reward.num_workers, cfg.rollout.num_workers,
                  f", {cfg.filter.num_embedders} embedder(s)" if "frft" in arms_of(cfg) else "")
         with timer("overhead_start"):  # every role starts in the background
+            self.board = ProgressBoard.remote()  # where SFT and RM fits post their steps (frft_ray/progress.py)
             self.learner = start_learner(cfg)
-            self.rm_trainer = RewardTrainerGroup(cfg, run_dir / "ray_train").start()
+            self.rm_trainer = RewardTrainerGroup(cfg, run_dir / "ray_train", self.board).start()
             if "frft" in arms_of(cfg):
-                self.embedders = EmbedderPool(cfg.filter, cfg.placement.embedder)
+                self.embedders = EmbedderPool(cfg.filter, cfg.placement.embedder, cfg.resources.progress_every_s)
 
     def start_policy(self, policy_path: Path) -> None:
         """Start the rollout pool on `policy_path` (in the background) and load it into the learner."""

@@ -1,6 +1,8 @@
 """The run's embedder actors return embeddings in input order, even when most CPUs are held, and run FRFT
 selection (on their GPU when placement.embedder has one) with the driver's result."""
 
+import logging
+
 import numpy as np
 import pytest
 import ray
@@ -26,20 +28,22 @@ def _assert_rows_match(got: np.ndarray, want: np.ndarray, precision: str) -> Non
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_embedder_pool_matches_in_process_embeddings_with_cpus_held(ray_local, precision):
+def test_embedder_pool_matches_in_process_embeddings_with_cpus_held(ray_local, precision, caplog):
     from actors.embedder import EmbedderPool
 
     holder = CpuHolder.remote()
     texts = ["A man is eating food.", "The stock market fell.", "A man is eating food.", "Dogs bark at night."]
     cfg = FilterConfig(embedding_model="bundled", embed_batch_size=8, num_embedders=2, embed_precision=precision)
-    pool = EmbedderPool(cfg, PlacementConfig().embedder)  # 0.25 CPU per embedder by default
+    # 0.25 CPU per embedder by default; a progress line every 10 ms while blocks are out
+    pool = EmbedderPool(cfg, PlacementConfig().embedder, progress_every_s=0.01)
     try:
         assert ray.get(holder.ping.remote())
         assert pool.precision == precision and ray.get(pool.actors[0].ready.remote()) == f"cpu/{precision}"
         pool.wait_ready()
         got = pool.embed(texts)
         many = [f"sentence number {i} about {'cats' if i % 3 else 'the weather'}" for i in range(600)]
-        again = pool.embed(many + texts)  # 3 blocks of 256 over 2 actors, in order; the pool is reused
+        with caplog.at_level(logging.INFO, logger="frft_ray"):
+            again = pool.embed(many + texts)  # 3 blocks of 256 over 2 actors, in order; the pool is reused
     finally:
         pool.shutdown()
         ray.kill(holder)
@@ -51,6 +55,8 @@ def test_embedder_pool_matches_in_process_embeddings_with_cpus_held(ray_local, p
     assert np.array_equal(got[0], got[2])  # duplicates embedded once, scattered back in order
     _assert_rows_match(again[:600], embed_texts(model, many), precision)
     _assert_rows_match(again[600:], want, precision)
+    progress = [r.getMessage() for r in caplog.records if "embedding 604 texts, blocks:" in r.getMessage()]
+    assert progress and all("/3 (" in m for m in progress), caplog.text  # 603 distinct texts in 3 blocks
 
 
 def _texts_and_pairs():

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -30,7 +31,8 @@ def micro_run(ray_local):
     (the refit RMs' scores reach PPO in the initial RM's units: ppo.score_scale=initial_rm, the default)."""
     run_dir = RUNS / "micro"
     shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = load_config("micro", ["frft.arms=[oracle, vanilla, frft, random_refit]", "rollout.weight_sync=collective"])
+    cfg = load_config("micro", ["frft.arms=[oracle, vanilla, frft, random_refit]", "rollout.weight_sync=collective",
+                                "resources.progress_every_s=0.5"])
     summary = _run(cfg, run_dir)
     return cfg, run_dir, summary
 
@@ -70,6 +72,12 @@ def test_micro_run_writes_checkpoints_metrics_and_summary(micro_run):
     assert verified == [(a, it, 1) for a in ALL_ARMS for it in range(1, cfg.frft.alpha + 1)]
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     assert (run_dir / "report.png").stat().st_size > 10_000
+    # SFT and the initial RM beside it said how far they got while the driver waited (progress_every_s=0.5)
+    log_text = (run_dir / "run.log").read_text()
+    for label, total in (("SFT steps", summary["sft"]["steps"]), ("RM v0 fit steps", None)):
+        seen = re.findall(rf"{label}: (\d+)/(\d+) \(\d+%\), \d+ s", log_text)
+        assert seen and all(int(d) <= int(t) for d, t in seen), label
+        assert total is None or {int(t) for _, t in seen} == {total}
 
 
 @pytest.mark.slow

@@ -163,6 +163,7 @@ def fit_reward_model(
     progress: bool = True,
     log_fn: Callable[[dict], None] | None = None,
     dtype: torch.dtype = torch.float32,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Fit `model` (one logit per sequence) on `train_pairs` with the BT loss; AdamW, shuffled batches.
 
@@ -177,7 +178,8 @@ def fit_reward_model(
     Returns {"train_loss", "train_accuracy"} (means over the last epoch's worth of steps),
     {"eval_loss", "eval_accuracy"} (None without eval pairs), "steps", "seconds" and "records"
     (one dict per step: step, epoch, loss, accuracy) and "device" (e.g. "cpu/fp32", "cuda:0/bf16").
-    `log_fn`, if given, receives each record.
+    `log_fn`, if given, receives each record; `on_step(step, total)` is called after each step
+    (`frft_ray.progress.reporter`).
     The model is left in eval mode.
     """
     if not train_pairs:
@@ -189,7 +191,8 @@ def fit_reward_model(
     ids = _pair_token_ids(tok, train_pairs, max_length)
     batch_size = rcfg.batch_size
     batches = FractionalEpochs(len(train_pairs), batch_size, epochs, seed, "rm_fit" if progress else None,
-                               lengths=[pair_chars(p) for p in train_pairs], group=rcfg.length_grouping)
+                               lengths=[pair_chars(p) for p in train_pairs], group=rcfg.length_grouping,
+                               on_step=on_step)
     torch.manual_seed(seed)  # dropout
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     model.train()

@@ -26,7 +26,7 @@ fits group by default and SFT does not.
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -35,7 +35,8 @@ class FractionalEpochs:
     """Iterate to get (step, epoch, indices): step counts from 1, epoch = step / steps_per_epoch."""
 
     def __init__(self, n: int, batch_size: int, epochs: float, seed: int, progress_desc: str | None = None, *,
-                 lengths: Sequence[float] | None = None, group: int = 1):
+                 lengths: Sequence[float] | None = None, group: int = 1,
+                 on_step: Callable[[int, int], None] | None = None):
         if n < 1:
             raise ValueError(f"FractionalEpochs: need at least one item (got n={n})")
         if batch_size < 1 or epochs <= 0:
@@ -50,6 +51,7 @@ class FractionalEpochs:
         self.steps_per_epoch = math.ceil(n / batch_size)
         self.total_steps = max(1, math.ceil(epochs * self.steps_per_epoch - 1e-9))
         self._bar = None
+        self.on_step = on_step  # on_step(step, total_steps) after each step (frft_ray.progress.reporter)
 
     def __len__(self) -> int:
         return self.total_steps
@@ -70,6 +72,8 @@ class FractionalEpochs:
                     yield step, step / self.steps_per_epoch, idx
                     if self._bar is not None:
                         self._bar.update(1)
+                    if self.on_step is not None:
+                        self.on_step(step, self.total_steps)
         finally:
             if self._bar is not None:
                 self._bar.close()

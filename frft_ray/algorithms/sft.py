@@ -11,7 +11,7 @@ fit; epochs, lr and batch size come from the `sft` config section.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -151,6 +151,7 @@ def train_sft(
     probe_size: int = 256,
     dtype: torch.dtype = torch.float32,
     head_only: bool | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Fine-tune `model` on demonstrations with AdamW over shuffled batches.
 
@@ -160,7 +161,8 @@ def train_sft(
     probe (the first `probe_size` demonstrations) before and after training, so they compare.
     Also returns "steps", "seconds" and "head_only" (`sft_loss`'s; None: `head_on_hidden_states`).
     The model is left in eval mode. `dtype`: the compute dtype of forward passes (autocast); weights
-    and AdamW state stay fp32. The demonstrations are tokenized once (`sft_tokens`).
+    and AdamW state stay fp32. The demonstrations are tokenized once (`sft_tokens`). `on_step(step,
+    total)` is called after each step (`frft_ray.progress.reporter`).
     """
     if len(prompts) != len(responses):
         raise ValueError(f"train_sft: {len(prompts)} prompts but {len(responses)} responses")
@@ -170,7 +172,7 @@ def train_sft(
     prompts, responses = list(prompts), list(responses)
     lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
     batches = FractionalEpochs(len(prompts), scfg.batch_size, scfg.epochs, seed, "sft" if progress else None,
-                               lengths=lengths, group=scfg.length_grouping)
+                               lengths=lengths, group=scfg.length_grouping, on_step=on_step)
     p_ids, r_ids = sft_tokens(tok, prompts, responses)
 
     def collate(idx):
