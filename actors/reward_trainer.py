@@ -152,7 +152,9 @@ def _train_loop(config: dict) -> None:
         metrics["worker_pid"] = os.getpid()  # rank 0's process: the same for every fit of a run
         if rank == 0:
             core = model.module if hasattr(model, "module") else model
-            save_checkpoint(job.out_path, core, loaded.tokenizer, None,  # a temp folder, renamed into place
+            # a temp folder, renamed into place; the run's config beside the weights tells whoever serves this RM
+            # the token budget it was trained with (serve.scorer.checkpoint_max_length)
+            save_checkpoint(job.out_path, core, loaded.tokenizer, cfg,
                             {**job.meta, **metrics, "heldout_accuracy": metrics.get("eval_accuracy")})
             ray.get(channel.finish.remote(seq, metrics))
         del model, fp32, loaded

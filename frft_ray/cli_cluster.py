@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("stop", cmd_jobs_stop, "stop a running job"),
     ):
         p = jsub.add_parser(name, help=helptext)
-        p.add_argument("job_id", help="the id `frft-ray submit` printed (raysubmit_...)")
+        p.add_argument("job_id", type=_job_id, help="the id `frft-ray submit` printed (raysubmit_...)")
         _add_address(p)
         p.set_defaults(func=func)
 
@@ -86,9 +86,22 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.no_wait:
         print(f"follow it with: frft-ray jobs logs {job_id} --address {args.address}", file=sys.stderr)
         return 0
-    final = jobs.wait(args.address, job_id, timeout_s=args.timeout, echo=lambda t: print(t, end="", flush=True))
+    try:
+        final = jobs.wait(args.address, job_id, timeout_s=args.timeout, echo=lambda t: print(t, end="", flush=True))
+    except KeyboardInterrupt:  # Ctrl-C stops following, not the job
+        print(f"\nfrft-ray: stopped following; job {job_id} keeps running on the cluster. Follow it again with "
+              f"frft-ray jobs logs {job_id} --address {args.address}, stop it with frft-ray jobs stop {job_id} "
+              f"--address {args.address}", file=sys.stderr)
+        return 130
     print(f"job {job_id}: {final}", file=sys.stderr)
     return 0 if final == "SUCCEEDED" else 1
+
+
+def _job_id(text: str) -> str:
+    """argparse type: a job id is not empty (the jobs API would read "" as "list every job")."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a job id is not empty: pass the id `frft-ray submit` printed")
+    return text.strip()
 
 
 def cmd_jobs_status(args: argparse.Namespace) -> int:

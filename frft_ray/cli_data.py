@@ -72,8 +72,14 @@ def _data_config(args: argparse.Namespace) -> DataConfig:
                 id=args.id_field, source=args.source_field,
             ),
         )
-    except ValidationError as e:
-        raise ConfigError("; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())) from None
+    except ValidationError as e:  # named by the flag that set it (--max-records, --prompt-field, ...)
+        raise ConfigError("; ".join(f"{_flag(x['loc'])}: {x['msg']}" for x in e.errors())) from None
+
+
+def _flag(loc: tuple) -> str:
+    if loc[0] == "fields":
+        return f"--{loc[-1]}-field"
+    return {"path": "PATH"}.get(loc[0], f"--{str(loc[0]).replace('_', '-')}")
 
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
@@ -96,6 +102,10 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print(format_stats(stats))
+    if stats["records"] == 0 and stats["skipped_total"]:  # a run on this would fail: say so, exit 1
+        print(f"frft-ray: warning: no record kept, {stats['skipped_total']} skipped ({stats['skipped']}): "
+              f"is --format {data.format} right for {data.path}?", file=sys.stderr)
+        return 1
     return 0
 
 

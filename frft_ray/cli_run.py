@@ -49,9 +49,11 @@ def register(sub) -> None:
     p.add_argument("--judge-rm", default=None, help="RM checkpoint that judges --policy when the data has no gold reward")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("scale", help="ask a running driver to resize its rollout pool at the next iteration")
-    p.add_argument("run_dir")
-    p.add_argument("--rollout-workers", type=int, required=True)
+    p = sub.add_parser("scale", help="ask a running driver to resize its rollout pool at the next iteration",
+                       description="Resize a run's rollout pool: the run's driver applies it at its next iteration "
+                       "boundary (a stopped or crashed run: when resumed). Nothing else of the run changes.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run's folder")
+    p.add_argument("--rollout-workers", type=int, required=True, metavar="N", help="rollout workers from then on (>= 1)")
     p.set_defaults(func=cmd_scale)
 
 

@@ -9,12 +9,12 @@ def register(sub) -> None:
     p = sub.add_parser("sweep", help="run a grid of runs (seeds x arms x filter settings ...) and write the report")
     p.add_argument("--grid", action="append", required=True, metavar="FILE",
                    help="grid YAML (base config, shared overrides, axes); repeat for several grids, one report")
-    p.add_argument("--out", default="runs/sweeps", help="where the cells' run folders and the SFT/RM cache go")
+    p.add_argument("--out", default="runs/sweeps", help="where the cells' run folders and the SFT/RM cache go (default: %(default)s)")
     p.add_argument("--archive", default="docs/data/sweeps",
                    help="where each finished cell's summary.json is kept (committed): cells found there are "
-                        "skipped and reported; '' keeps none")
-    p.add_argument("--results", default="docs/results.md", help="the markdown report to write")
-    p.add_argument("--img-dir", default="docs/img", help="where the report's PNGs go")
+                        "skipped and reported; '' keeps none (default: %(default)s, under the current folder)")
+    p.add_argument("--results", default="docs/results.md", help="the markdown report to write (default: %(default)s, under the current folder: a checkout's own report)")
+    p.add_argument("--img-dir", default="docs/img", help="where the report's PNGs go (default: %(default)s)")
     p.add_argument("--report-only", action="store_true", help="run nothing: rewrite the report from finished cells")
     p.set_defaults(func=cmd_sweep)
 

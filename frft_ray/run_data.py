@@ -62,7 +62,8 @@ def prepare_run_data(cfg: RunConfig) -> RunData:
 
     pairs, report = load_preferences(cfg.data)
     if len(pairs) < 10:
-        raise BadRecordError(f"{cfg.data.path}: only {len(pairs)} usable preference pairs; need at least 10")
+        why = f" (skipped: {report.skipped}; is data.format={cfg.data.format} right?)" if report.skipped else ""
+        raise BadRecordError(f"{cfg.data.path}: only {len(pairs)} usable preference pairs; need at least 10{why}")
     pairs = list(pairs)
     rng.shuffle(pairs)
     n_held = max(2, min(cfg.reward.heldout_pairs, int(len(pairs) * cfg.data.heldout_fraction)))

@@ -26,6 +26,7 @@ axis labels a group. A cell is `OUT/<grid>/<axis>-<label>__...`, a normal run fo
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import re
 import time
@@ -74,7 +75,12 @@ def load_grid(path: str | Path) -> Grid:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"grid file {path} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a grid is a mapping with name, base, set, axes")
     unknown = set(raw) - {"name", "base", "set", "axes"}
     if unknown:
         raise ConfigError(f"{path}: unknown grid key(s) {sorted(unknown)}; a grid has name, base, set, axes")
@@ -138,6 +144,23 @@ def finished_dir(grid: Grid, cell: Cell, out: Path, archive: Path | None) -> Pat
     return None
 
 
+def check_same_settings(grid: Grid, cell: Cell, done: Path) -> None:
+    """A finished cell counts only if the grid still asks for what it ran: its base config (recorded
+    since grid_base was) and its overrides, from its cell.json. A grid edited since (same name, same
+    cell names, other settings) is a ConfigError, not the old results under the new settings."""
+    f = done / CELL_FILE
+    if not f.exists():
+        return
+    ran = json.loads(f.read_text())
+    was = {"base": ran.get("grid_base", grid.base), "overrides": ran.get("overrides", cell.overrides)}
+    now = {"base": grid.base, "overrides": cell.overrides}
+    if was != now:
+        changed = "; ".join(f"{k}: {was[k]} then, {now[k]} now" for k in was if was[k] != now[k])
+        raise ConfigError(f"sweep {grid.name}: cell {cell.name} finished in {done} with other settings ({changed}): "
+                          "give the edited grid another name or --out (and --archive), or delete that cell to run it "
+                          "again")
+
+
 def archive_cell(cell_dir: Path, archive: Path, grid: Grid, cell: Cell) -> None:
     """Copy a finished cell's summary.json and cell.json to `archive/<grid>/<cell>/`."""
     dest = archive / grid.name / cell.name
@@ -162,6 +185,7 @@ def run_grid(grid: Grid, out: Path, archive: Path | None = None) -> list[CellRes
             cell_dir = (Path(out) / grid.name / cell.name).resolve()
             done = finished_dir(grid, cell, out, archive)
             if done is not None:
+                check_same_settings(grid, cell, done)
                 here = done.resolve() == cell_dir  # its run folder is here, not only its archived summary
                 log.info("sweep %s [%d/%d] %s: finished before%s, skipped", grid.name, i, len(grid.cells),
                          cell.name, "" if here else f" (its summary in {archive})")
@@ -185,7 +209,8 @@ def run_grid(grid: Grid, out: Path, archive: Path | None = None) -> list[CellRes
                                    "a sweep cell must run to the end")
             save_to_cache(cell_dir, cache)
             write_json(cell_dir / CELL_FILE, {"name": cell.name, "labels": cell.labels, "overrides": cell.overrides,
-                                              "base": base, "base_key": cache.name, "wall_s": round(wall, 2)})
+                                              "grid_base": grid.base, "base": base, "base_key": cache.name,
+                                              "wall_s": round(wall, 2)})
             if archive is not None:
                 archive_cell(cell_dir, archive, grid, cell)
             results.append(CellResult(cell, cell_dir, "ran", base, wall))

@@ -58,6 +58,7 @@ def run_stopped_scaled_resumed(run_dir: Path) -> SimpleNamespace:
         r = requests.post(f"{url}/v1/score", timeout=10,
                           json={"items": [{"prompt": "\n\nHuman: hi\n\nAssistant:", "response": " Hello."}]})
         out.score_status, out.score_version = r.status_code, r.json().get("model_version")
+        out.model_info = requests.get(f"{url}/v1/model", timeout=10).json()  # what the endpoint serves, and how
     finally:
         stop.set()
         poller.join()

@@ -120,3 +120,16 @@ def test_data_benchmark_prints_label_agreement_per_pool_and_pooled(capsys):
     assert "pooled" in text and "verbose@length" in text
     assert main(["data", "benchmark", "--label-accuracy", "0.3"]) == 2  # out of range: named, exit 2
     assert "data.benchmark.label_accuracy" in capsys.readouterr().err
+
+
+def test_stats_on_the_wrong_format_says_so(tmp_path):
+    """A jsonl file read as parquet is a one-line error naming the file; read as hh-rlhf every record
+    is skipped, which prints the stats, warns and exits 1; a bad flag value is named by its flag."""
+    proc = run_cli(str(GENERIC), "--format", "parquet", "--json", *CUSTOM_ARGS)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{GENERIC}: not a readable Parquet file" in proc.stderr and "--format" in proc.stderr
+    proc = run_cli(str(GENERIC), "--format", "hh-rlhf", "--json")
+    assert proc.returncode == 1 and json.loads(proc.stdout)["records"] == 0
+    assert "no record kept" in proc.stderr and "is --format hh-rlhf right" in proc.stderr
+    proc = run_cli(str(GENERIC), "--format", "jsonl", "--max-records", "0")
+    assert proc.returncode == 2 and "frft-ray: error: --max-records: " in proc.stderr, proc.stderr

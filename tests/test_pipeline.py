@@ -216,6 +216,8 @@ def test_resume_continues_from_iteration_two_with_live_endpoint(resumed_run):
     assert r.again is None and r.cli_again_rc == 0
     # the endpoint followed every refit, forward only, and serves the last one
     assert r.score_status == 200 and r.score_version == 2
+    # a refit RM is served with the token budget it was trained with (its checkpoint carries the run's config)
+    assert r.model_info["max_length"] == load_config("micro").models.max_length == 96
     assert r.seen and r.seen == sorted(r.seen) and r.seen[-1] == 2
 
 

@@ -54,6 +54,8 @@ def test_grid_errors_name_the_cell_and_key(tmp_path):
         load_grid(_write_grid(tmp_path / "b2.yaml", "base: micro\naxis: {}\n"))
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         load_grid(_write_grid(tmp_path / "b3.yaml", "base: micro\naxes:\n  seed: [3]\n"))
+    with pytest.raises(ConfigError, match="b4.yaml: not valid YAML"):
+        load_grid(_write_grid(tmp_path / "b4.yaml", "base: micro\naxes:\n  seed: [seed=1\n"))
 
 
 def test_base_key_follows_what_sft_and_the_initial_rm_depend_on():
@@ -128,6 +130,13 @@ def test_sweep_runs_two_cells_shares_the_base_skips_on_rerun_and_writes_the_repo
     assert main(argv) == 0
     third = capsys.readouterr().out
     assert third.count(": skipped") == 2 and ": ran" not in third and not (out / "tiny").exists()
+    assert (docs / "results.md").read_text() == md
+    # the grid edited under the same name: its finished cells ran other settings, so the sweep refuses
+    # (exit 2, naming the cell and what changed) instead of reporting them as the new settings' results
+    _write_grid(grid, grid.read_text().replace("sft.epochs=1", "sft.epochs=2"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "cell kl-0.05 finished in" in err and "sft.epochs=2" in err and "with other settings" in err
     assert (docs / "results.md").read_text() == md
     # nothing of the grid found (another checkout): its section stays as it is, not "no cell has finished"
     argv[argv.index("--archive") + 1] = str(archive / "elsewhere")

@@ -138,7 +138,7 @@ def text_field(row: dict, name: str) -> str:
     if value is None:
         raise RecordRejected("missing_field", f"field {name!r} is missing or null")
     if not isinstance(value, str):
-        raise RecordRejected("non_string_field", f"field {name!r} is a {type(value).__name__}, not a string")
+        raise RecordRejected("non_string_field", f"field {name!r} is {type(value).__name__} {value!r:.40}, not a string")
     return value
 
 

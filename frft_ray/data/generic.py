@@ -98,11 +98,15 @@ def iter_parquet(
 
     A required column missing from the schema is a broken file, not a bad record: always an error.
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     p = check_file(path)
     policy = BadRecordPolicy(path, on_bad_record, report if report is not None else LoadReport(str(path)))
-    pf = pq.ParquetFile(p)
+    try:
+        pf = pq.ParquetFile(p)
+    except (pa.ArrowException, OSError) as e:  # not Parquet at all (a jsonl file?), empty or truncated
+        raise BadRecordError(f"{path}: not a readable Parquet file ({e}); is data.format (--format) right?") from None
     names = pf.schema_arrow.names
     missing = [c for c in (fields.prompt, fields.chosen, fields.rejected) if c not in names]
     if missing:
