@@ -79,14 +79,21 @@ def resolve_config_path(path: str | Path | None) -> Path:
     raise ConfigError(f"config file not found: {path}")
 
 
+def read_yaml_mapping(path: Path, what: str) -> dict:
+    """A YAML file whose top level is a mapping ({} when empty); ConfigError naming the file otherwise.
+    `what` says what the mapping holds, for the message."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of {what}")
+    return data
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> "RunConfig":
     cfg_path = resolve_config_path(path)
-    try:
-        data = yaml.safe_load(cfg_path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{cfg_path}: not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{cfg_path}: top level must be a mapping of sections")
+    data = read_yaml_mapping(cfg_path, "sections")
     for o in overrides or []:
         apply_override(data, o)
     # an error names the file and the overrides on top of it: a bad --set is not the file's fault

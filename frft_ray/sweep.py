@@ -33,10 +33,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from frft_ray.base_cache import base_key, save_to_cache, seed_from_cache
 from frft_ray.config import ConfigError, RunConfig, load_config
+from frft_ray.config_loading import read_yaml_mapping
 from frft_ray.run_state import LATEST, atomic_write_text, write_json
 
 log = logging.getLogger("frft_ray")
@@ -75,12 +74,7 @@ def load_grid(path: str | Path) -> Grid:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"grid file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a grid is a mapping with name, base, set, axes")
+    raw = read_yaml_mapping(path, "grid keys (name, base, set, axes)")
     unknown = set(raw) - {"name", "base", "set", "axes"}
     if unknown:
         raise ConfigError(f"{path}: unknown grid key(s) {sorted(unknown)}; a grid has name, base, set, axes")
