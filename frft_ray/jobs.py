@@ -297,15 +297,15 @@ def submit(
     cfg_arg = _config_arg(config, root)
     if entrypoint is None:
         overrides = list(overrides)
-        if not any(o.split("=", 1)[0].strip() == "resources.address" for o in overrides):
-            # Inside a job the run must join the job's cluster, not start its own local instance
-            # (which could not fetch the job's working_dir package from its own GCS).
-            overrides.append("resources.address=auto")
-        if validate:
+        if validate:  # the user's overrides only, so an error names what they passed
             from frft_ray.config import load_config
 
             cfg_path = (root / cfg_arg) if cfg_arg and (root / cfg_arg).is_file() else cfg_arg
             load_config(cfg_path, list(overrides))  # ConfigError names the bad key
+        if not any(o.split("=", 1)[0].strip() == "resources.address" for o in overrides):
+            # Inside a job the run must join the job's cluster, not start its own local instance
+            # (which could not fetch the job's working_dir package from its own GCS).
+            overrides.append("resources.address=auto")
         entrypoint = build_entrypoint(cfg_arg, overrides, extra_args, python)
     check_package_size(root, excludes)
     runtime_env = build_runtime_env(root, excludes, offline, env_vars)

@@ -64,6 +64,7 @@ def test_command_line_mistakes_fail_in_seconds_naming_what_to_change(tmp_path, c
         (["score", "--url", "127.0.0.1:8000/x", "p", "r"], "needs http:// or https://"),
         (["score", "--state-file", str(tmp_path / "none.json"), "p", "r"], "pass --url (no running server recorded"),
         (["scale", str(run), "--rollout-workers", "2"], "has finished (summary.json)"),
+        (["submit", "--address", "http://127.0.0.1:9", "--set", "ppo.kl_coef=-1"], "with --set ppo.kl_coef=-1):"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
