@@ -145,7 +145,7 @@ def _train_loop(config: dict) -> None:
         metrics = fit_reward_model(
             model, loaded.tokenizer, shard, ray.get(eval_ref) if rank == 0 else [], cfg.reward,
             epochs=job.epochs, lr=job.lr, max_length=cfg.models.max_length, seed=job.seed, progress=False,
-            dtype=dtype, on_step=reporter(config.get("board") if rank == 0 else None, f"rm-v{job.version}"),
+            dtype=dtype, on_step=reporter(config["board"] if rank == 0 else None, f"rm-v{job.version}"),
         )
         metrics.pop("records", None)  # per-step log; too long for a report
         metrics["pairs"] = per_rank * world
@@ -180,8 +180,7 @@ class PendingFit:
 
     seq: int
     version: int
-    submitted: float  # time.time()
-    started: float  # time.monotonic(), for progress lines
+    submitted: float  # time.monotonic()
 
 
 class RewardTrainerGroup:
@@ -248,7 +247,7 @@ class RewardTrainerGroup:
             raise ValueError(f"RM fit needs at least {workers} pairs (one per worker), got {len(train_pairs)}")
         if self._thread is None:
             self.start()
-        pending = PendingFit(self._seq, job.version, time.time(), time.monotonic())
+        pending = PendingFit(self._seq, job.version, time.monotonic())
         self._seq += 1
         refs = ([ray.put(list(train_pairs))], [ray.put(list(eval_pairs))])  # nested: workers fetch them
         ray.get(self.channel.submit.remote(pending.seq, (job, *refs)))
@@ -261,9 +260,9 @@ class RewardTrainerGroup:
             self._check_alive(f"fitting RM v{pending.version}")
             if time.monotonic() - logged >= self.cfg.resources.progress_every_s:
                 logged = time.monotonic()
-                for text in board_lines(self.board, label, pending.started):
+                for text in board_lines(self.board, label, pending.submitted):
                     log.info("  %s", text)
-        metrics["wall_s"] = time.time() - pending.submitted
+        metrics["wall_s"] = time.monotonic() - pending.submitted
         return metrics
 
     def stop(self, timeout_s: float = 60.0) -> None:

@@ -57,17 +57,22 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_scale)
 
 
+def _saved_config(run_dir: Path, flag: str) -> Path:
+    """A run folder's config.yaml; CLIError naming `flag` when `run_dir` is not a run folder."""
+    saved = run_dir / "config.yaml"
+    if not saved.exists():
+        raise CLIError(f"{flag} {run_dir}: no config.yaml there: it is not a run folder")
+    return saved
+
+
 def cmd_run(args) -> int:
     from frft_ray import driver
     from frft_ray.config import load_config
 
     if args.resume:
         run_dir = Path(args.resume)
-        saved = run_dir / "config.yaml"
-        if not saved.exists():
-            raise CLIError(f"--resume {run_dir}: no config.yaml there (not a run folder)")
         # a resumed run finishes unless told again where to stop
-        cfg = load_config(saved, ["frft.stop_after=null", *args.overrides])
+        cfg = load_config(_saved_config(run_dir, "--resume"), ["frft.stop_after=null", *args.overrides])
     else:
         cfg = load_config(args.config, args.overrides)
         run_dir = Path(args.out or cfg.out_dir)
@@ -152,9 +157,7 @@ def cmd_eval(args) -> int:
     for what, path in (("policy", args.policy), ("policy", args.baseline), ("reward-model", args.judge_rm)):
         if path:
             checkpoint_folder(path, what)
-    if args.run and not (Path(args.run) / "config.yaml").exists():
-        raise CLIError(f"--run {args.run}: no config.yaml there (not a run folder)")
-    cfg = load_config(Path(args.run) / "config.yaml" if args.run else args.config, args.overrides)
+    cfg = load_config(_saved_config(Path(args.run), "--run") if args.run else args.config, args.overrides)
     _setup_logging()
     started = phases.ray_init(cfg)
     try:
@@ -187,8 +190,7 @@ def cmd_eval(args) -> int:
 
 def cmd_scale(args) -> int:
     run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise CLIError(f"{run_dir} is not a run folder (no config.yaml)")
+    _saved_config(run_dir, "scale")
     if args.rollout_workers < 1:
         raise CLIError("--rollout-workers must be >= 1")
     if (run_dir / "summary.json").exists():

@@ -55,7 +55,7 @@ def line(label: str, done: int, total: int, started: float) -> str:
 
 def board_lines(board, labels: dict[str, str], started: float) -> list[str]:
     """One `line` per phase in `labels` ({key: label}) that has posted to `board`."""
-    steps = ray.get(board.read.remote()) if board is not None else {}
+    steps = ray.get(board.read.remote())
     return [line(label, *steps[key], started) for key, label in labels.items() if key in steps]
 
 
