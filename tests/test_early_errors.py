@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from frft_ray.cli import main
 
 
@@ -71,3 +73,10 @@ def test_command_line_mistakes_fail_in_seconds_naming_what_to_change(tmp_path, c
         err = capsys.readouterr().err
         assert err.startswith("frft-ray: error: ") and message in err and "Traceback" not in err, (argv, err)
     assert not (run / "control.json").exists()
+
+
+def test_an_empty_job_id_is_refused_by_the_parser(capsys):
+    """`jobs status ""` would ask the cluster for every job (the API reads "" as a list): refused, exit 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["jobs", "status", "", "--address", "http://127.0.0.1:9"])
+    assert exit_info.value.code == 2 and "a job id is not empty" in capsys.readouterr().err
